@@ -1,0 +1,82 @@
+// A chat room. Members post public messages and direct messages; a direct message is visible
+// only to its sender and its recipient, and the member list only to members. History is
+// bounded: past `historyMax` entries the oldest is evicted.
+
+import { collection, defineDocument, ownedBy, policy, pub } from '../document.ts';
+import { v } from '../validate.ts';
+
+export type ChatMessage = { from: string; text: string; at: number };
+export type DirectMessage = { from: string; to: string; text: string; at: number };
+export type ChatState = {
+  topic: string;
+  /** Members keyed by viewer id. */
+  members: Record<string, { joinedAt: number }>;
+  /** Public messages keyed by seq (index keys enumerate oldest first). */
+  messages: Record<string, ChatMessage>;
+  /** Direct messages keyed by seq. */
+  dms: Record<string, DirectMessage>;
+};
+
+/** Bound on kept public messages, and separately on kept direct messages. */
+export const historyMax = 100;
+/** Bound on members of one room. */
+export const membersMax = 1_000;
+export const textLengthMax = 500;
+
+const viewerId = v.string({ minLength: 1, maxLength: 64 });
+
+export const chat = defineDocument({
+  name: 'chat',
+  initial: { topic: '', members: {}, messages: {}, dms: {} } as ChatState,
+  errors: ['not_a_member', 'room_full', 'unknown_recipient'],
+  privacy: {
+    topic: pub,
+    members: policy((viewer, state: ChatState) => Object.hasOwn(state.members, viewer)),
+    messages: collection(pub),
+    dms: collection(ownedBy('from', 'to')),
+  },
+  computed: {
+    me: (viewer) => viewer,
+    member: (viewer, state) => Object.hasOwn(state.members, viewer),
+  },
+})
+  .channel('join', v.object({}), (state, _payload, ctx) => {
+    if (Object.hasOwn(state.members, ctx.viewer)) return;
+    if (Object.keys(state.members).length >= membersMax) ctx.reject('room_full', `a room holds at most ${membersMax} members`);
+    return { members: { [ctx.viewer]: { joinedAt: ctx.now } } };
+  })
+  .channel('leave', v.object({}), (state, _payload, ctx) => {
+    if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'only members can leave');
+    return { members: { [ctx.viewer]: null } };
+  })
+  .channel('say', v.object({ text: v.string({ minLength: 1, maxLength: textLengthMax }) }), (state, payload, ctx) => {
+    if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
+    return { messages: appendBounded(state.messages, ctx.seq, { from: ctx.viewer, text: payload.text, at: ctx.now }) };
+  })
+  .channel(
+    'dm',
+    v.object({ to: viewerId, text: v.string({ minLength: 1, maxLength: textLengthMax }) }),
+    (state, payload, ctx) => {
+      if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
+      if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
+      const dm = { from: ctx.viewer, to: payload.to, text: payload.text, at: ctx.now };
+      return { dms: appendBounded(state.dms, ctx.seq, dm) };
+    },
+  )
+  .channel('topic', v.object({ text: v.string({ maxLength: 100 }) }), (state, payload, ctx) => {
+    if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'only members set the topic');
+    return { topic: payload.text };
+  });
+
+/** A patch adding `item` under key `seq`, evicting the oldest entry when the bound is reached. */
+function appendBounded<T>(entries: Readonly<Record<string, T>>, seq: number, item: T): Record<string, T | null> {
+  const patch: Record<string, T | null> = { [seq]: item };
+  let count = 0;
+  let oldest: string | undefined;
+  for (const key in entries) {
+    oldest ??= key;
+    count++;
+  }
+  if (count >= historyMax && oldest !== undefined) patch[oldest] = null;
+  return patch;
+}

@@ -1,0 +1,19 @@
+// The registry of document types a host can run.
+
+import type { DocumentType } from '../document.ts';
+import { cardTable } from './card-table.ts';
+import { chat } from './chat.ts';
+import { counter } from './counter.ts';
+
+export const documentTypes: ReadonlyMap<string, DocumentType> = new Map<string, DocumentType>([
+  [counter.name, counter],
+  [chat.name, chat],
+  [cardTable.name, cardTable],
+]);
+
+/** The document type named `name`, or undefined (callers answer `unknown_document_type`). */
+export function findDocumentType(name: string): DocumentType | undefined {
+  return documentTypes.get(name);
+}
+
+export { cardTable, chat, counter };

@@ -1,0 +1,178 @@
+// Deterministic execution of one message against a document state.
+//
+// execute(type, state, envelope, entropy) -> { redo, undo, outcome, state }
+// - The same state (by value) and envelope always give byte-identical redo and undo.
+// - Bad input (unknown channel, invalid or oversized payload) and handler failures give a
+//   typed error outcome with empty redo and undo: the state is unchanged.
+// - While a handler runs, Math.random, Date.now, argument-less `new Date()`, performance.now
+//   and crypto's random sources are replaced by traps. A handler that touches one fails with
+//   `nondeterministic_call`, even if it catches the trap's exception.
+
+import { assert, debugAssert } from './assert.ts';
+import type { ChannelContext, DocumentType, Viewer } from './document.ts';
+import { canonicalize, isCanonical, isObject, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
+import { apply, change } from './patch.ts';
+import { seededRandom, type Random } from './random.ts';
+import { sealGlobals } from './seal.ts';
+import { ValidationError } from './validate.ts';
+
+export interface Envelope {
+  readonly doc: string;
+  /** Per-document sequence number assigned by the head, from 1. */
+  readonly seq: number;
+  /** Milliseconds since the epoch, assigned by the head; the handler's `ctx.now`. */
+  readonly timestamp: number;
+  /** Who sent the message. */
+  readonly viewer: Viewer;
+  readonly channel: string;
+  readonly payload: unknown;
+}
+
+export type Outcome = OkOutcome | ErrorOutcome;
+export interface OkOutcome {
+  readonly ok: true;
+}
+export interface ErrorOutcome {
+  readonly ok: false;
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface Execution {
+  readonly redo: JsonObject;
+  readonly undo: JsonObject;
+  readonly outcome: Outcome;
+  /** The state after the message: apply(redo, state). */
+  readonly state: JsonObject;
+}
+
+const OK: OkOutcome = Object.freeze({ ok: true });
+const EMPTY: JsonObject = Object.freeze({}) as JsonObject;
+
+class Rejection extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function execute(type: DocumentType, state: JsonObject, envelope: Envelope, entropy: string): Execution {
+  assert(isObject(state), 'execute: state must be an object');
+  assert(Number.isSafeInteger(envelope.seq) && envelope.seq >= 1, () => `execute: bad seq ${envelope.seq}`);
+  assert(Number.isSafeInteger(envelope.timestamp), () => `execute: bad timestamp ${envelope.timestamp}`);
+  assert(typeof envelope.doc === 'string' && envelope.doc.length > 0, 'execute: empty doc id');
+  assert(typeof envelope.viewer === 'string' && envelope.viewer.length > 0, 'execute: empty viewer');
+  debugAssert(() => isCanonical(state, true), 'execute: state is not canonical and null-free');
+
+  const failed = (code: string, message: string): Execution => ({
+    redo: EMPTY,
+    undo: EMPTY,
+    outcome: Object.freeze({ ok: false, code, message }),
+    state,
+  });
+
+  const channel = type.findChannel(envelope.channel);
+  if (channel === undefined) {
+    return failed('unknown_channel', `document type ${type.name} has no channel ${JSON.stringify(envelope.channel)}`);
+  }
+
+  // Bounds first, then shape: never walk or copy an oversized payload.
+  const { payloadBytesMax, payloadDepthMax, patchDepthMax } = type.limits;
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(envelope.payload);
+  } catch {
+    text = undefined; // cycles, BigInt, or nesting past the stack
+  }
+  if (text === undefined) return failed('invalid_payload', 'payload is not a JSON value');
+  const bytes = utf8Length(text);
+  if (bytes > payloadBytesMax) {
+    return failed('payload_too_large', `payload is ${bytes} bytes; the limit is ${payloadBytesMax}`);
+  }
+  let payload: Json;
+  try {
+    payload = canonicalize(envelope.payload, { depthMax: payloadDepthMax });
+  } catch (error) {
+    if (!(error instanceof JsonError)) throw error;
+    if (error.message.startsWith('nesting too deep')) {
+      return failed('payload_too_large', `payload nests deeper than ${payloadDepthMax} levels`);
+    }
+    return failed('invalid_payload', error.message);
+  }
+  try {
+    channel.validator.check(payload, '');
+  } catch (error) {
+    if (error instanceof ValidationError) return failed('invalid_payload', error.message);
+    throw error;
+  }
+
+  let random: Random | undefined;
+  let rejection: Rejection | undefined;
+  const ctx: ChannelContext<string> = {
+    doc: envelope.doc,
+    seq: envelope.seq,
+    now: envelope.timestamp,
+    viewer: envelope.viewer,
+    random: () => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).next(),
+    randomInt: (bound) => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).int(bound),
+    reject: (code, message) => {
+      rejection ??= new Rejection(code, message);
+      throw rejection;
+    },
+  };
+
+  let returned: unknown;
+  let thrown: unknown;
+  let threw = false;
+  const violations = sealGlobals();
+  try {
+    returned = channel.handler(state, payload, ctx);
+  } catch (error) {
+    threw = true;
+    thrown = error;
+  } finally {
+    violations.restore();
+  }
+
+  if (violations.names.length > 0) {
+    return failed(
+      'nondeterministic_call',
+      `handler ${channel.name} called ${violations.names.join(', ')}; use ctx.random() and ctx.now instead`,
+    );
+  }
+  if (rejection !== undefined) {
+    if (!type.errors.has(rejection.code)) {
+      return failed('handler_failed', `handler ${channel.name} rejected with undeclared code ${rejection.code}`);
+    }
+    return failed(rejection.code, rejection.message);
+  }
+  if (threw) {
+    const detail = thrown instanceof Error ? thrown.message : String(thrown);
+    return failed('handler_failed', `handler ${channel.name} threw: ${detail}`);
+  }
+  if (returned === undefined) return { redo: EMPTY, undo: EMPTY, outcome: OK, state };
+  if (typeof (returned as { then?: unknown })?.then === 'function') {
+    (returned as Promise<unknown>).then(undefined, () => undefined); // no unhandled rejection
+    return failed('handler_failed', `handler ${channel.name} returned a promise; handlers must be synchronous`);
+  }
+  if (!isObject(returned as Json)) {
+    return failed('invalid_patch', `handler ${channel.name} must return a merge patch object or nothing`);
+  }
+
+  let patch: Json;
+  try {
+    patch = canonicalize(returned, { depthMax: patchDepthMax });
+  } catch (error) {
+    if (!(error instanceof JsonError)) throw error;
+    return failed('invalid_patch', `handler ${channel.name} returned a patch that is not JSON: ${error.message}`);
+  }
+  assert(isObject(patch), 'execute: canonical patch of an object is an object');
+  const { redo, undo } = change(patch, state);
+  const next = apply(redo, state);
+  assert(isObject(next), 'execute: the state after a patch is an object');
+  debugAssert(() => isCanonical(next, true), 'execute: next state is not canonical and null-free');
+  debugAssert(() => jsonEqual(apply(undo, next), state), 'execute: undo does not restore the state');
+  return { redo, undo, outcome: OK, state: next };
+}

@@ -1,0 +1,63 @@
+// The only randomness document code can reach: a PRNG seeded from (doc, seq, entropy).
+// The entropy is a per-document secret chosen once when the document is created and persisted
+// with it, so every replica draws the same numbers for the same message and clients cannot
+// predict shuffles from the document name and seq alone.
+//
+// Seeding: cyrb128 over the three values; generator: sfc32 (both public domain, 32-bit).
+
+import { assert } from './assert.ts';
+
+export interface Random {
+  /** A float in [0, 1). */
+  next(): number;
+  /** An integer in [0, bound). */
+  int(bound: number): number;
+}
+
+function cyrb128(text: string): [number, number, number, number] {
+  let h1 = 1779033703;
+  let h2 = 3144134277;
+  let h3 = 1013904242;
+  let h4 = 2773480762;
+  for (let i = 0; i < text.length; i++) {
+    const k = text.charCodeAt(i);
+    h1 = h2 ^ Math.imul(h1 ^ k, 597399067);
+    h2 = h3 ^ Math.imul(h2 ^ k, 2869860233);
+    h3 = h4 ^ Math.imul(h3 ^ k, 951274213);
+    h4 = h1 ^ Math.imul(h4 ^ k, 2716044179);
+  }
+  h1 = Math.imul(h3 ^ (h1 >>> 18), 597399067);
+  h2 = Math.imul(h4 ^ (h2 >>> 22), 2869860233);
+  h3 = Math.imul(h1 ^ (h3 >>> 17), 951274213);
+  h4 = Math.imul(h2 ^ (h4 >>> 19), 2716044179);
+  h1 ^= h2 ^ h3 ^ h4;
+  h2 ^= h1;
+  h3 ^= h1;
+  h4 ^= h1;
+  return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0];
+}
+
+export function seededRandom(doc: string, seq: number, entropy: string): Random {
+  let [a, b, c, d] = cyrb128(`${doc}\u0000${seq}\u0000${entropy}`);
+  const next = (): number => {
+    a |= 0;
+    b |= 0;
+    c |= 0;
+    d |= 0;
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4294967296;
+  };
+  for (let i = 0; i < 12; i++) next(); // mix the seed before the first draw
+  return {
+    next,
+    int(bound: number): number {
+      assert(Number.isInteger(bound) && bound > 0 && bound <= 4294967296, `random.int: bad bound ${bound}`);
+      return Math.floor(next() * bound);
+    },
+  };
+}

@@ -1,0 +1,164 @@
+// Speculation at the head: confirmed state plus the queue of messages not yet committed.
+//
+// The head sequences every message, so it can execute each one at once on top of the queue
+// and show clients the result before the chain commits it. Execution is deterministic, so the
+// committed delta normally equals the speculated one and confirming it is a pointer move.
+// When it differs (or when a failure drops queued messages), the rest of the queue is
+// re-executed on the new confirmed state: a rebase.
+
+import { assert, debugAssert } from './assert.ts';
+import type { DocumentType } from './document.ts';
+import { LimitError } from './errors.ts';
+import { isObject, jsonEqual, type JsonObject } from './json.ts';
+import { execute, type Envelope, type Execution, type Outcome } from './execute.ts';
+import { apply, diff, type Patch } from './patch.ts';
+
+export interface Pending {
+  readonly envelope: Envelope;
+  /** The speculative execution; its `state` is the speculative state after this message. */
+  readonly execution: Execution;
+}
+
+/** A committed message's delta, as the chain delivers it back to the head. */
+export interface CommittedDelta {
+  readonly redo: JsonObject;
+  readonly outcome: Outcome;
+}
+
+export interface Transition {
+  /** Speculative state before and after. */
+  readonly before: JsonObject;
+  readonly after: JsonObject;
+  /** Seqs of queued messages thrown away by this step (never committed). */
+  readonly dropped: readonly number[];
+  /** True when queued messages had to be re-executed. */
+  readonly rebased: boolean;
+}
+
+export class Speculation {
+  private confirmedState: JsonObject;
+  private confirmedSeqValue: number;
+  private readonly pending: Pending[] = [];
+
+  constructor(
+    readonly type: DocumentType,
+    confirmed: JsonObject,
+    confirmedSeq: number,
+    readonly entropy: string,
+    /** Bound on messages executed speculatively and not yet committed. */
+    readonly queueDepthMax = 1024,
+  ) {
+    assert(isObject(confirmed), 'Speculation: confirmed state must be an object');
+    assert(Number.isSafeInteger(confirmedSeq) && confirmedSeq >= 0, 'Speculation: bad confirmedSeq');
+    assert(Number.isInteger(queueDepthMax) && queueDepthMax > 0, 'Speculation: queueDepthMax must be positive');
+    this.confirmedState = confirmed;
+    this.confirmedSeqValue = confirmedSeq;
+  }
+
+  get confirmed(): JsonObject {
+    return this.confirmedState;
+  }
+
+  get confirmedSeq(): number {
+    return this.confirmedSeqValue;
+  }
+
+  get speculative(): JsonObject {
+    const last = this.pending[this.pending.length - 1];
+    return last === undefined ? this.confirmedState : last.execution.state;
+  }
+
+  get queue(): readonly Pending[] {
+    return this.pending;
+  }
+
+  get full(): boolean {
+    return this.pending.length >= this.queueDepthMax;
+  }
+
+  private get lastSeq(): number {
+    const last = this.pending[this.pending.length - 1];
+    return last === undefined ? this.confirmedSeqValue : last.envelope.seq;
+  }
+
+  /** Executes a newly sequenced message on top of the queue. Throws LimitError when full. */
+  push(envelope: Envelope): Execution {
+    if (this.full) {
+      throw new LimitError('queueDepthMax', this.queueDepthMax, `speculation queue of ${envelope.doc} is full`);
+    }
+    assert(envelope.seq > this.lastSeq, () => `Speculation.push: seq ${envelope.seq} is not after ${this.lastSeq}`);
+    const execution = execute(this.type, this.speculative, envelope, this.entropy);
+    this.pending.push({ envelope, execution });
+    return execution;
+  }
+
+  /**
+   * The chain committed `seq` with `delta`. Advances the confirmed state; queued messages with
+   * a lower seq were never committed and are dropped; the rest of the queue is rebased if the
+   * committed delta differs from the speculated one.
+   */
+  confirm(seq: number, delta: CommittedDelta): Transition {
+    assert(seq > this.confirmedSeqValue, () => `Speculation.confirm: seq ${seq} is not after ${this.confirmedSeqValue}`);
+    const before = this.speculative;
+    const dropped: number[] = [];
+    while (this.pending.length > 0 && (this.pending[0] as Pending).envelope.seq < seq) {
+      dropped.push((this.pending.shift() as Pending).envelope.seq);
+    }
+    const head = this.pending[0];
+    const matches =
+      head !== undefined &&
+      head.envelope.seq === seq &&
+      jsonEqual(head.execution.redo, delta.redo) &&
+      sameOutcome(head.execution.outcome, delta.outcome);
+    if (head !== undefined && head.envelope.seq === seq) this.pending.shift();
+    this.confirmedSeqValue = seq;
+    if (matches && dropped.length === 0) {
+      // Keep the speculated object: equal by value, and identity lets views skip it.
+      this.confirmedState = head.execution.state;
+      return { before, after: this.speculative, dropped, rebased: false };
+    }
+    const next = apply(delta.redo, this.confirmedState);
+    assert(isObject(next), 'Speculation.confirm: committed state is not an object');
+    this.confirmedState = next;
+    this.reexecuteFrom(0);
+    return { before, after: this.speculative, dropped, rebased: true };
+  }
+
+  /** A failure lost queued message `seq`: remove it and rebase what follows. */
+  drop(seq: number): Transition & { readonly rollback: Patch } {
+    const index = this.pending.findIndex((entry) => entry.envelope.seq === seq);
+    assert(index >= 0, () => `Speculation.drop: seq ${seq} is not queued`);
+    const before = this.speculative;
+    this.pending.splice(index, 1);
+    this.reexecuteFrom(index);
+    const after = this.speculative;
+    return { before, after, dropped: [seq], rebased: index < this.pending.length, rollback: diff(before, after) };
+  }
+
+  /** Drops every queued message (the head lost its role); returns the rollback. */
+  dropAll(): Transition & { readonly rollback: Patch } {
+    const before = this.speculative;
+    const dropped = this.pending.map((entry) => entry.envelope.seq);
+    this.pending.length = 0;
+    return { before, after: this.confirmedState, dropped, rebased: false, rollback: diff(before, this.confirmedState) };
+  }
+
+  private reexecuteFrom(index: number): void {
+    let state = index === 0 ? this.confirmedState : (this.pending[index - 1] as Pending).execution.state;
+    for (let i = index; i < this.pending.length; i++) {
+      const entry = this.pending[i] as Pending;
+      const execution = execute(this.type, state, entry.envelope, this.entropy);
+      this.pending[i] = { envelope: entry.envelope, execution };
+      state = execution.state;
+    }
+    debugAssert(
+      () => this.pending.every((entry, i) => i === 0 || (this.pending[i - 1] as Pending).envelope.seq < entry.envelope.seq),
+      'Speculation: queue seqs are not increasing',
+    );
+  }
+}
+
+function sameOutcome(a: Outcome, b: Outcome): boolean {
+  if (a.ok || b.ok) return a.ok === b.ok;
+  return a.code === b.code && a.message === b.message;
+}

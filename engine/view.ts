@@ -1,0 +1,240 @@
+// Per-viewer, privacy-filtered views of a document state, and the deltas between them.
+//
+// view(type, state, viewer) applies the type's privacy rules and adds its computed values.
+// viewDelta(previous, next) is the merge patch a client applies to move from one view to the
+// next. Because a delta is a diff of two filtered views, it cannot carry a value the viewer
+// may not see; `Audience` keeps each viewer's last view so it can send only deltas.
+//
+// Cost: views share unchanged subtrees with the state (a public value is the state's own
+// frozen object) and with the viewer's previous view (a rule subtree that holds no policy is
+// reused by identity when its state subtree is identical), and diff skips identical subtrees.
+// So one message costs each viewer roughly the size of what it changed, not of the state.
+
+import { assert, debugAssert } from './assert.ts';
+import type { CollectionRule, DocumentType, RecordRule, Rule, Viewer } from './document.ts';
+import { LimitError } from './errors.ts';
+import { buildCanonical, canonicalize, isCanonical, isObject, type Json, type JsonObject } from './json.ts';
+import { diff, type Patch } from './patch.ts';
+import { sealGlobals } from './seal.ts';
+
+/** A viewer's previous state and view, so unchanged subtrees can be reused. */
+export interface ViewMemo {
+  readonly state: JsonObject;
+  readonly view: JsonObject;
+}
+
+/** The view of `state` for `viewer`. Hidden record members are null; hidden collection entries are absent. */
+export function view(type: DocumentType, state: JsonObject, viewer: Viewer, memo?: ViewMemo): JsonObject {
+  const seal = sealGlobals();
+  try {
+    return viewUnsealed(type, state, viewer, memo);
+  } finally {
+    seal.restore();
+    assertNoNondeterminism(type, seal.names);
+  }
+}
+
+/** The merge patch that moves a client from `previous` to `next`. */
+export function viewDelta(previous: JsonObject, next: JsonObject): Patch {
+  return diff(previous, next);
+}
+
+function assertNoNondeterminism(type: DocumentType, names: readonly string[]): void {
+  assert(names.length === 0, () => `${type.name}: a privacy policy or computed value called ${names.join(', ')}`);
+}
+
+function viewUnsealed(type: DocumentType, state: JsonObject, viewer: Viewer, memo: ViewMemo | undefined): JsonObject {
+  assert(typeof viewer === 'string' && viewer.length > 0, 'view: empty viewer');
+  const body = viewRecord(type.privacy, state, viewer, state, memo?.state, memo?.view);
+  let result = body;
+  if (type.computed.length > 0) {
+    const values = new Map<string, Json>();
+    for (const [name, compute] of type.computed) {
+      assert(!Object.hasOwn(body, name), () => `${type.name}: computed value ${name} collides with a state member`);
+      let value: Json;
+      try {
+        value = canonicalize(compute(viewer, state as never));
+      } catch {
+        value = null; // a failing computed value shows as absent rather than breaking the view
+      }
+      values.set(name, value);
+    }
+    const names = [...values.keys()].sort();
+    result = buildCanonical(Object.keys(body), names, (key) => (values.has(key) ? values.get(key) : body[key]));
+  }
+  debugAssert(() => isCanonical(result, false), 'view: result is not canonical');
+  return result;
+}
+
+function viewRecord(
+  rule: RecordRule,
+  value: JsonObject,
+  viewer: Viewer,
+  root: JsonObject,
+  prevState: Json | undefined,
+  prevView: Json | undefined,
+): JsonObject {
+  const out: JsonObject = {};
+  const prevStateObj = isObject(prevState) ? prevState : undefined;
+  const prevViewObj = isObject(prevView) ? prevView : undefined;
+  for (const key in value) {
+    const fieldRule = Object.hasOwn(rule.fields, key) ? (rule.fields[key] as Rule) : HIDDEN;
+    const item = viewValue(
+      fieldRule,
+      value[key] as Json,
+      viewer,
+      root,
+      value,
+      key,
+      prevStateObj?.[key],
+      prevViewObj?.[key],
+    );
+    if (item !== undefined) out[key] = item;
+  }
+  return Object.freeze(out);
+}
+
+const HIDDEN: Rule = Object.freeze({ kind: 'hidden', dynamic: false });
+
+/** The viewer's view of one value; undefined means "leave it out". */
+function viewValue(
+  rule: Rule,
+  value: Json,
+  viewer: Viewer,
+  root: JsonObject,
+  holder: JsonObject,
+  key: string,
+  prevState: Json | undefined,
+  prevView: Json | undefined,
+): Json | undefined {
+  switch (rule.kind) {
+    case 'public':
+      return value;
+    case 'hidden':
+      return null;
+    case 'owner':
+      for (const field of rule.fields) {
+        const owner = field === '$key' ? key : holder[field];
+        if (owner === viewer) return value;
+      }
+      return null;
+    case 'policy': {
+      let visible = false;
+      try {
+        visible = rule.test(viewer, root) === true;
+      } catch {
+        visible = false; // a failing policy hides
+      }
+      return visible ? value : null;
+    }
+    case 'record':
+      if (!isObject(value)) return null;
+      if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
+      return viewRecord(rule, value, viewer, root, prevState, prevView);
+    case 'collection':
+      if (!isObject(value)) return null;
+      if (rule.item.kind === 'public') return value;
+      if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
+      return viewCollection(rule, value, viewer, root, prevState, prevView);
+  }
+}
+
+function viewCollection(
+  rule: CollectionRule,
+  value: JsonObject,
+  viewer: Viewer,
+  root: JsonObject,
+  prevState: Json | undefined,
+  prevView: Json | undefined,
+): JsonObject {
+  const out: JsonObject = {};
+  const prevStateObj = isObject(prevState) ? prevState : undefined;
+  const prevViewObj = isObject(prevView) ? prevView : undefined;
+  for (const key in value) {
+    const entry = value[key] as Json;
+    const holder = isObject(entry) ? entry : value;
+    const item = viewValue(rule.item, entry, viewer, root, holder, key, prevStateObj?.[key], prevViewObj?.[key]);
+    if (item !== undefined && item !== null) out[key] = item;
+  }
+  return Object.freeze(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The viewers of one stream of states (the head keeps one for confirmed state and one for
+ * speculative state). Holds each viewer's last view; `advance` returns each viewer's delta.
+ */
+export class Audience {
+  private readonly views = new Map<Viewer, JsonObject>();
+  private current: JsonObject;
+
+  constructor(
+    readonly type: DocumentType,
+    state: JsonObject,
+    /** Bound on concurrent viewers of this stream. */
+    readonly viewersMax = 10_000,
+  ) {
+    assert(Number.isInteger(viewersMax) && viewersMax > 0, 'Audience: viewersMax must be a positive integer');
+    this.current = state;
+  }
+
+  get state(): JsonObject {
+    return this.current;
+  }
+
+  get size(): number {
+    return this.views.size;
+  }
+
+  viewers(): IterableIterator<Viewer> {
+    return this.views.keys();
+  }
+
+  /** Adds a viewer and returns its full view (the first frame of its stream). */
+  join(viewer: Viewer): JsonObject {
+    const existing = this.views.get(viewer);
+    if (existing !== undefined) return existing;
+    if (this.views.size >= this.viewersMax) {
+      throw new LimitError('viewersMax', this.viewersMax, `document of type ${this.type.name} has too many viewers`);
+    }
+    const full = view(this.type, this.current, viewer);
+    this.views.set(viewer, full);
+    return full;
+  }
+
+  leave(viewer: Viewer): void {
+    this.views.delete(viewer);
+  }
+
+  viewOf(viewer: Viewer): JsonObject | undefined {
+    return this.views.get(viewer);
+  }
+
+  /** Moves the stream to `next`; returns the non-empty view delta of every viewer. */
+  advance(next: JsonObject): Map<Viewer, Patch> {
+    const deltas = new Map<Viewer, Patch>();
+    const previous = this.current;
+    if (next === previous) return deltas;
+    const seal = sealGlobals();
+    try {
+      for (const [viewer, before] of this.views) {
+        const after = viewUnsealed(this.type, next, viewer, { state: previous, view: before });
+        const delta = diff(before, after);
+        this.views.set(viewer, after);
+        if (isObject(delta) && isEmpty(delta)) continue;
+        deltas.set(viewer, delta);
+      }
+    } finally {
+      seal.restore();
+    }
+    assertNoNondeterminism(this.type, seal.names);
+    this.current = next;
+    return deltas;
+  }
+}
+
+function isEmpty(value: JsonObject): boolean {
+  for (const _ in value) return false;
+  return true;
+}

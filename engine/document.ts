@@ -16,7 +16,9 @@ export type Viewer = string;
  * - `pub`: everyone sees it.
  * - `hidden`: nobody sees it (a deck, a secret).
  * - `ownedBy(...fields)`: only the viewer named by one of these fields of the object that holds
- *   the value (for a collection entry, the entry itself; `'$key'` is the entry's key).
+ *   the value (for a collection entry, the entry itself). `'$key'` names the key of the
+ *   nearest enclosing collection entry, so `collection(record({ email: ownedBy('$key') }))`
+ *   shows each entry's email only to the viewer it is keyed by.
  * - `policy(fn)`: visible when fn(viewer, state) is true; evaluated on every view.
  * - `record({...})`: an object with per-member rules; members without a rule are hidden.
  * - `collection(rule)`: an object keyed by id whose entries all follow `rule`; entries the

@@ -45,7 +45,7 @@ function assertNoNondeterminism(type: DocumentType, names: readonly string[]): v
 
 function viewUnsealed(type: DocumentType, state: JsonObject, viewer: Viewer, memo: ViewMemo | undefined): JsonObject {
   assert(typeof viewer === 'string' && viewer.length > 0, 'view: empty viewer');
-  const body = viewRecord(type.privacy, state, viewer, state, memo?.state, memo?.view);
+  const body = viewRecord(type.privacy, state, viewer, state, undefined, memo?.state, memo?.view);
   let result = body;
   if (type.computed.length > 0) {
     const values = new Map<string, Json>();
@@ -71,6 +71,7 @@ function viewRecord(
   value: JsonObject,
   viewer: Viewer,
   root: JsonObject,
+  entryKey: string | undefined,
   prevState: Json | undefined,
   prevView: Json | undefined,
 ): JsonObject {
@@ -85,7 +86,7 @@ function viewRecord(
       viewer,
       root,
       value,
-      key,
+      entryKey,
       prevStateObj?.[key],
       prevViewObj?.[key],
     );
@@ -96,14 +97,18 @@ function viewRecord(
 
 const HIDDEN: Rule = Object.freeze({ kind: 'hidden', dynamic: false });
 
-/** The viewer's view of one value; undefined means "leave it out". */
+/**
+ * The viewer's view of one value; undefined means "leave it out". `holder` is the object that
+ * holds the value (for a collection entry, the entry itself); `entryKey` is the key of the
+ * nearest enclosing collection entry, which `ownedBy('$key')` compares with the viewer.
+ */
 function viewValue(
   rule: Rule,
   value: Json,
   viewer: Viewer,
   root: JsonObject,
   holder: JsonObject,
-  key: string,
+  entryKey: string | undefined,
   prevState: Json | undefined,
   prevView: Json | undefined,
 ): Json | undefined {
@@ -114,7 +119,7 @@ function viewValue(
       return null;
     case 'owner':
       for (const field of rule.fields) {
-        const owner = field === '$key' ? key : holder[field];
+        const owner = field === '$key' ? entryKey : holder[field];
         if (owner === viewer) return value;
       }
       return null;
@@ -130,7 +135,7 @@ function viewValue(
     case 'record':
       if (!isObject(value)) return null;
       if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
-      return viewRecord(rule, value, viewer, root, prevState, prevView);
+      return viewRecord(rule, value, viewer, root, entryKey, prevState, prevView);
     case 'collection':
       if (!isObject(value)) return null;
       if (rule.item.kind === 'public') return value;

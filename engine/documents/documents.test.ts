@@ -1,0 +1,88 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { movesArb } from '../arbitraries.ts';
+import { execute, type Envelope } from '../execute.ts';
+import type { JsonObject } from '../json.ts';
+import { runMoves } from '../workloads.ts';
+import { cardTable, fullDeck, type CardTableState } from './card-table.ts';
+import { chat, historyMax, type ChatState } from './chat.ts';
+import { counter, type CounterState } from './counter.ts';
+
+test('card-table conserves the deck: every card is in exactly one place, chips plus pot are constant', (t) => {
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(movesArb(150), (moves) => {
+        for (const raw of runMoves(cardTable, moves).states) {
+          const state = raw as unknown as CardTableState;
+          if (state.round === 0) continue;
+          const players = Object.values(state.players);
+          const cards = [...state.deck, ...state.pile, ...players.flatMap((p) => p.hand)];
+          if (cards.length !== fullDeck.length || new Set(cards).size !== fullDeck.length) return false;
+          const chips = players.reduce((sum, p) => sum + p.chips, state.pot);
+          if (chips !== players.length * 100) return false;
+        }
+        return true;
+      }),
+      { numRuns: 100 },
+    ),
+  );
+});
+
+test('card-table deals five cards to each player from a seeded shuffle', (t) => {
+  const run = runMoves(cardTable, [
+    { viewer: 0, kind: 0, pick: 0 },
+    { viewer: 1, kind: 0, pick: 0 },
+    { viewer: 2, kind: 0, pick: 0 },
+    { viewer: 1, kind: 1, pick: 0 },
+  ]);
+  const state = run.final as unknown as CardTableState;
+  t.is(state.phase, 'playing');
+  t.deepEqual(Object.values(state.players).map((p) => p.hand.length), [5, 5, 5]);
+  t.is(state.deck.length, 52 - 15);
+  t.is(state.turn, 'alice', 'seat order decides the first turn');
+  t.notDeepEqual(state.deck, fullDeck.slice(15), 'the deck is shuffled');
+});
+
+test('a winner takes the pot when their hand is empty', (t) => {
+  let state = cardTable.initial;
+  let seq = 0;
+  const send = (viewer: string, channel: string, payload: unknown = {}) => {
+    const envelope: Envelope = { doc: 'd', seq: ++seq, timestamp: seq, viewer, channel, payload };
+    const result = execute(cardTable, state, envelope, 'e');
+    t.true(result.outcome.ok, `${viewer} ${channel}: ${JSON.stringify(result.outcome)}`);
+    state = result.state;
+  };
+  send('alice', 'sit');
+  send('bob', 'sit');
+  send('alice', 'start');
+  for (let i = 0; i < 5; i++) {
+    send('alice', 'play', { card: (state as unknown as CardTableState).players.alice?.hand[0] });
+    if (i < 4) send('bob', 'bet', { amount: 5 });
+  }
+  const over = state as unknown as CardTableState;
+  t.is(over.phase, 'over');
+  t.is(over.winner, 'alice');
+  t.is(over.players.alice?.chips, 120);
+  t.is(over.pot, 0);
+});
+
+test('chat keeps at most historyMax public messages, evicting the oldest', (t) => {
+  let state = execute(chat, chat.initial, { doc: 'r', seq: 1, timestamp: 1, viewer: 'alice', channel: 'join', payload: {} }, 'e').state;
+  for (let seq = 2; seq <= historyMax + 11; seq++) {
+    state = execute(chat, state, { doc: 'r', seq, timestamp: seq, viewer: 'alice', channel: 'say', payload: { text: `m${seq}` } }, 'e').state;
+  }
+  const keys = Object.keys((state as unknown as ChatState).messages);
+  t.is(keys.length, historyMax);
+  t.is(keys[0], '12');
+  t.is(keys[keys.length - 1], String(historyMax + 11));
+});
+
+test('counter reset clears every contribution', (t) => {
+  const run = runMoves(counter, [
+    { viewer: 0, kind: 0, pick: 25 },
+    { viewer: 1, kind: 0, pick: 30 },
+    { viewer: 0, kind: 7, pick: 0 },
+  ]);
+  t.deepEqual(run.final as unknown as CounterState, { contributions: {}, value: 0 });
+  t.deepEqual((run.states[2] as JsonObject).contributions, { alice: 5, bob: 10 });
+});

@@ -2,7 +2,7 @@
 // rules and per-viewer computed values. See README.md ("Writing a document type").
 
 import { assert } from './assert.ts';
-import { canonicalize, isObject, type Json, type JsonObject } from './json.ts';
+import { canonicalize, cloneJson, isObject, type Json, type JsonObject } from './json.ts';
 import type { Validator } from './validate.ts';
 
 /** A viewer is identified by a non-empty string (a user or player id). */
@@ -201,6 +201,11 @@ export class DocumentType<S extends object = any, E extends string = string> {
     assert(!this.channelsByName.has(name), `${this.name}: channel ${name} is defined twice`);
     this.channelsByName.set(name, Object.freeze({ name, validator, handler: handler as Handler<any, any, string> }));
     return this;
+  }
+
+  /** A mutable copy of the initial state, for a replica that executes in place. */
+  createState(): JsonObject {
+    return cloneJson(this.initial);
   }
 
   findChannel(name: string): Channel | undefined {

@@ -98,7 +98,7 @@ test('ctx.random is seeded by (doc, seq, entropy); ctx.now is the envelope times
 
   let room = execute(chat, chat.initial, envelope('join', {}), 'e').state;
   room = execute(chat, room, { ...envelope('say', { text: 'hi' }, 'alice', 2), timestamp: 42 }, 'e').state;
-  t.deepEqual(room.messages, { '2': { at: 42, from: 'alice', text: 'hi' } });
+  t.deepEqual(room.messages, { m000000000000: { at: 42, from: 'alice', text: 'hi' } });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@
 //   and crypto's random sources are replaced by traps. A handler that touches one fails with
 //   `nondeterministic_call`, even if it catches the trap's exception.
 
-import { assert, debugAssert } from './assert.ts';
+import { assert, debugAssert, debugChecks } from './assert.ts';
 import type { ChannelContext, DocumentType, Viewer } from './document.ts';
-import { canonicalize, isCanonical, isObject, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
-import { apply, change } from './patch.ts';
+import { canonicalize, cloneJson, isObject, isPlainJson, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
+import { apply, applyInPlace, change } from './patch.ts';
 import { seededRandom, type Random } from './random.ts';
 import { sealGlobals } from './seal.ts';
 import { ValidationError } from './validate.ts';
@@ -38,6 +38,15 @@ export interface ErrorOutcome {
   readonly message: string;
 }
 
+export interface ExecuteOptions {
+  /**
+   * Apply the redo by mutating `state` and return that same object, costing the size of the
+   * patch instead of a copy of every changed object (for a tail or middle replica, which keeps
+   * no older state). `state` must be the caller's own mutable copy (`DocumentType.createState`).
+   */
+  readonly inPlace?: boolean;
+}
+
 export interface Execution {
   readonly redo: JsonObject;
   readonly undo: JsonObject;
@@ -58,13 +67,19 @@ class Rejection extends Error {
   }
 }
 
-export function execute(type: DocumentType, state: JsonObject, envelope: Envelope, entropy: string): Execution {
+export function execute(
+  type: DocumentType,
+  state: JsonObject,
+  envelope: Envelope,
+  entropy: string,
+  options: ExecuteOptions = {},
+): Execution {
   assert(isObject(state), 'execute: state must be an object');
   assert(Number.isSafeInteger(envelope.seq) && envelope.seq >= 1, () => `execute: bad seq ${envelope.seq}`);
   assert(Number.isSafeInteger(envelope.timestamp), () => `execute: bad timestamp ${envelope.timestamp}`);
   assert(typeof envelope.doc === 'string' && envelope.doc.length > 0, 'execute: empty doc id');
   assert(typeof envelope.viewer === 'string' && envelope.viewer.length > 0, 'execute: empty viewer');
-  debugAssert(() => isCanonical(state, true), 'execute: state is not canonical and null-free');
+  debugAssert(() => isPlainJson(state, true), 'execute: state is not plain, null-free JSON');
 
   const failed = (code: string, message: string): Execution => ({
     redo: EMPTY,
@@ -170,9 +185,18 @@ export function execute(type: DocumentType, state: JsonObject, envelope: Envelop
   }
   assert(isObject(patch), 'execute: canonical patch of an object is an object');
   const { redo, undo } = change(patch, state);
-  const next = apply(redo, state);
-  assert(isObject(next), 'execute: the state after a patch is an object');
-  debugAssert(() => isCanonical(next, true), 'execute: next state is not canonical and null-free');
-  debugAssert(() => jsonEqual(apply(undo, next), state), 'execute: undo does not restore the state');
+  let next: JsonObject;
+  if (options.inPlace === true) {
+    const before = debugChecks ? cloneJson(state) : undefined;
+    applyInPlace(redo, state);
+    next = state;
+    debugAssert(() => jsonEqual(apply(undo, next), before as JsonObject), 'execute: undo does not restore the state');
+  } else {
+    const applied = apply(redo, state);
+    assert(isObject(applied), 'execute: the state after a patch is an object');
+    next = applied;
+    debugAssert(() => jsonEqual(apply(undo, next), state), 'execute: undo does not restore the state');
+  }
+  debugAssert(() => isPlainJson(next, true), 'execute: next state is not plain, null-free JSON');
   return { redo, undo, outcome: OK, state: next };
 }

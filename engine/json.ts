@@ -1,13 +1,18 @@
-// JSON values, and the canonical form that makes execution deterministic across replicas.
+// JSON values, and the rules that keep execution deterministic across replicas.
 //
-// Canonical objects: every object held in document state enumerates its non-index keys in
-// ascending code-unit order (JavaScript always enumerates array-index keys such as "7" first,
-// in numeric order). A state that was built by executing messages, by applying received
-// deltas, or by parsing a snapshot therefore enumerates identically, so document code that
-// iterates `Object.keys(state.players)` behaves the same on every replica. `apply` preserves
-// the form; `canonicalize` establishes it for values that come from document code or the wire.
+// Key order. Document code may iterate a state object (`Object.keys(state.players)`), so
+// every replica must enumerate the same keys in the same order. JavaScript enumerates
+// array-index keys ("7") first in numeric order, then other keys in insertion order. The
+// engine therefore makes key order a function of the redo history: applying a patch keeps the
+// positions of existing members and appends new members in the patch's order, whether it
+// copies (`apply`) or mutates (`applyInPlace`); snapshots are written with JSON.stringify and
+// read with JSON.parse, which preserve order. Replicas that apply the same deltas to the same
+// snapshot enumerate identically.
+//
+// Values that enter the engine from outside (handler patches, payloads) are `canonicalize`d:
+// copied with sorted keys, so a patch's bytes do not depend on how the handler built it.
 
-import { assert } from './assert.ts';
+import { debugChecks } from './assert.ts';
 
 export type Json = null | boolean | number | string | Json[] | JsonObject;
 export interface JsonObject {
@@ -17,43 +22,35 @@ export interface JsonObject {
 /** Default nesting bound for values that enter the engine from outside. */
 export const jsonDepthMax = 64;
 
+/**
+ * Freezes engine-made objects in debug runs (tests, simulations), where a handler that
+ * mutates the state it was given throws at once. In production the freeze is skipped:
+ * Object.freeze turns objects into slower representations (npm run bench:engine).
+ */
+export const freeze: <T>(value: T) => T = debugChecks ? Object.freeze : (value) => value;
+
 export function isObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** True for keys that JavaScript enumerates first, in numeric order ("0", "17", not "07"). */
-export function isIndexKey(key: string): boolean {
-  const n = key.length;
-  if (n === 0 || n > 10) return false;
-  const c0 = key.charCodeAt(0);
-  if (c0 === 48) return n === 1; // "0"
-  for (let i = 0; i < n; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 48 || c > 57) return false;
-  }
-  return n < 10 || Number(key) < 4294967295;
+/** Sets an own member, also for the key "__proto__" (a plain assignment would set the prototype). */
+export function put(target: JsonObject, key: string, value: Json): void {
+  if (key === '__proto__') Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+  else target[key] = value;
 }
 
-/** True when the object's keys are in canonical order. O(keys). */
-export function isCanonicalObject(value: JsonObject): boolean {
-  let previous: string | undefined;
-  for (const key in value) {
-    if (isIndexKey(key)) continue;
-    if (previous !== undefined && !(previous < key)) return false;
-    previous = key;
-  }
-  return true;
-}
-
-/** Deep check of the canonical form: plain JSON, no nulls inside objects when `nullFree`. */
-export function isCanonical(value: Json, nullFree: boolean): boolean {
-  if (Array.isArray(value)) return value.every((item) => isCanonical(item, nullFree));
-  if (!isObject(value)) return typeof value !== 'number' || Number.isFinite(value);
-  if (!isCanonicalObject(value)) return false;
-  for (const key in value) {
-    const item = value[key] as Json;
+/** Deep check: plain JSON (finite numbers, plain objects), and no null members when `nullFree`. */
+export function isPlainJson(value: unknown, nullFree: boolean): boolean {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (Array.isArray(value)) return value.every((item) => isPlainJson(item, false));
+  if (typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key of Object.keys(value)) {
+    const item = (value as Record<string, unknown>)[key];
     if (nullFree && item === null) return false;
-    if (!isCanonical(item, nullFree)) return false;
+    if (!isPlainJson(item, nullFree)) return false;
   }
   return true;
 }
@@ -69,11 +66,10 @@ export class JsonError extends Error {
 }
 
 /**
- * A frozen canonical deep copy of a value that came from outside the engine (document code or
- * the wire). Throws JsonError for anything that is not plain JSON: undefined, functions,
- * class instances, non-finite numbers, cycles, or nesting deeper than `depthMax`.
- * With `dropNulls`, object members whose value is null are left out (RFC 7396: a null in a
- * value that replaces a subtree means "absent").
+ * A canonical deep copy (keys sorted at every level; frozen in debug runs) of a value that
+ * came from outside the engine. Throws JsonError for anything that is not plain JSON:
+ * undefined, functions, class instances, non-finite numbers, cycles, or nesting deeper than
+ * `depthMax`. With `dropNulls`, object members whose value is null are left out.
  */
 export function canonicalize(value: unknown, options: { depthMax?: number; dropNulls?: boolean } = {}): Json {
   return canonicalizeAt(value, options.depthMax ?? jsonDepthMax, options.dropNulls ?? false, '');
@@ -99,7 +95,7 @@ function canonicalizeAt(value: unknown, depthLeft: number, dropNulls: boolean, p
     for (let i = 0; i < value.length; i++) {
       out[i] = canonicalizeAt(value[i], depthLeft - 1, false, `${path}[${i}]`);
     }
-    return Object.freeze(out) as Json[];
+    return freeze(out);
   }
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
@@ -112,41 +108,18 @@ function canonicalizeAt(value: unknown, depthLeft: number, dropNulls: boolean, p
     const item = source[key];
     if (item === undefined) throw new JsonError('undefined is not JSON', `${path}.${key}`);
     if (item === null && dropNulls) continue;
-    out[key] = canonicalizeAt(item, depthLeft - 1, dropNulls, `${path}.${key}`);
+    put(out, key, canonicalizeAt(item, depthLeft - 1, dropNulls, `${path}.${key}`));
   }
-  return Object.freeze(out);
+  return freeze(out);
 }
 
-/** Builds a frozen canonical object from canonical-ordered keys of `base` plus sorted `extra` keys. */
-export function buildCanonical(
-  baseKeys: readonly string[],
-  extraKeys: readonly string[],
-  valueOf: (key: string) => Json | undefined,
-): JsonObject {
-  // Both lists are in canonical order; merge their non-index keys by code unit order. Index
-  // keys may be inserted anywhere: JavaScript enumerates them first regardless.
+/** A mutable deep copy of a JSON value, in the same key order. */
+export function cloneJson<T extends Json>(value: T): T {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map((item) => cloneJson(item)) as T;
   const out: JsonObject = {};
-  let i = 0;
-  let j = 0;
-  while (i < baseKeys.length || j < extraKeys.length) {
-    let key: string;
-    if (j >= extraKeys.length) key = baseKeys[i++] as string;
-    else if (i >= baseKeys.length) key = extraKeys[j++] as string;
-    else {
-      const a = baseKeys[i] as string;
-      const b = extraKeys[j] as string;
-      if (isIndexKey(a)) key = baseKeys[i++] as string;
-      else if (isIndexKey(b)) key = extraKeys[j++] as string;
-      else if (a < b) key = baseKeys[i++] as string;
-      else {
-        assert(a !== b, () => `buildCanonical: key ${a} is in both lists`);
-        key = extraKeys[j++] as string;
-      }
-    }
-    const item = valueOf(key);
-    if (item !== undefined) out[key] = item;
-  }
-  return Object.freeze(out);
+  for (const key in value) put(out, key, cloneJson(value[key] as Json));
+  return out as T;
 }
 
 /** Structural equality of two JSON values (object key order ignored). */
@@ -169,7 +142,7 @@ export function jsonEqual(a: Json, b: Json): boolean {
   return count === 0;
 }
 
-/** JSON text with object keys sorted at every level: the byte-exact form used for comparisons. */
+/** JSON text with object keys sorted at every level: the form for comparing values by bytes. */
 export function canonicalJson(value: Json): string {
   return JSON.stringify(canonicalize(value));
 }
@@ -190,14 +163,4 @@ export function utf8Length(text: string): number {
     } else bytes += 3;
   }
   return bytes;
-}
-
-/** Deep-freezes a JSON value in place (objects shared between states must never change). */
-export function freezeDeep<T extends Json>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    if (Array.isArray(value)) for (const item of value) freezeDeep(item);
-    else for (const key in value) freezeDeep(value[key] as Json);
-  }
-  return value;
 }

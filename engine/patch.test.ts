@@ -1,8 +1,8 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { patchArb, stateArb } from './arbitraries.ts';
-import { isCanonical, jsonEqual, type Json, type JsonObject } from './json.ts';
-import { apply, change, compose, diff, PatchError } from './patch.ts';
+import { cloneJson, isPlainJson, jsonEqual, type Json, type JsonObject } from './json.ts';
+import { apply, applyInPlace, change, compose, diff, PatchError } from './patch.ts';
 
 const applyObject = (patch: Json, target: JsonObject): JsonObject => apply(patch, target) as JsonObject;
 
@@ -14,7 +14,7 @@ test('apply(diff(a, b), a) = b, canonical, and identity-preserving for a = b', (
         const d = diff(a, b);
         const back = apply(d, a);
         if (!jsonEqual(back, b)) return false;
-        if (!isCanonical(d, false) || !isCanonical(back, true)) return false;
+        if (!isPlainJson(d, false) || !isPlainJson(back, true)) return false;
       }
       return apply(diff(a, a), a) === a;
     }),
@@ -30,7 +30,7 @@ test('change: apply(undo, apply(redo, s)) = s, and redo has the patch effect', (
       if (!jsonEqual(next, apply(p, s))) return false;
       if (!jsonEqual(apply(undo, next), s)) return false;
       // redo is normalized: applying it twice changes nothing more, and a no-op patch is empty.
-      return jsonEqual(change(redo, next).redo, {}) && isCanonical(redo, false) && isCanonical(undo, false);
+      return jsonEqual(change(redo, next).redo, {}) && isPlainJson(redo, false) && isPlainJson(undo, false);
     }),
   );
   const { redo, undo } = change({ a: null, b: 2, c: { d: null } }, { a: 1, b: 2 });
@@ -52,7 +52,7 @@ test('compose law: apply(compose(p, q), s) = apply(q, apply(p, s)) whenever comp
         return true;
       }
       composed++;
-      return isCanonical(r, false) && jsonEqual(apply(r, s), apply(q, apply(p, s)));
+      return isPlainJson(r, false) && jsonEqual(apply(r, s), apply(q, apply(p, s)));
     }),
     { numRuns: 300 },
   );
@@ -113,11 +113,46 @@ test('RFC 7396 appendix A examples', (t) => {
   }
 });
 
-test('apply returns canonical, frozen objects and never mutates its inputs', (t) => {
-  const target = Object.freeze({ b: 1, z: 2 }) as JsonObject;
-  const out = applyObject({ a: 0, c: 3, '5': 4 }, target);
-  t.deepEqual(Object.keys(out), ['5', 'a', 'b', 'c', 'z']);
-  t.true(Object.isFrozen(out));
-  t.deepEqual(target, { b: 1, z: 2 });
+test('apply never mutates its inputs, keeps member positions and appends new members in patch order', (t) => {
+  const target = Object.freeze({ b: 1, z: 2, d: 0 }) as JsonObject;
+  const out = applyObject({ a: 0, c: 3, '5': 4, z: 9, d: null }, target);
+  t.deepEqual(Object.keys(out), ['5', 'b', 'z', 'a', 'c']);
+  t.deepEqual(target, { b: 1, z: 2, d: 0 });
   t.is(apply({ b: 1 }, target), target, 'a patch that changes nothing returns the target itself');
+});
+
+test('applyInPlace gives the same value and key order as apply, and never aliases the patch', (t) => {
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(stateArb, patchArb, patchArb, (s, p, q) => {
+        const copied = applyObject(q, applyObject(p, s));
+        const mutable = cloneJson(s);
+        applyInPlace(p, mutable);
+        applyInPlace(q, mutable);
+        if (JSON.stringify(mutable) !== JSON.stringify(copied)) return false;
+        // Mutating the state afterwards must not reach into the patches.
+        const pBefore = JSON.stringify(p);
+        applyInPlace({ x: { y: 1 } }, mutable);
+        for (const key in mutable) if (typeof mutable[key] === 'object') applyInPlace({ touched: true }, mutable);
+        return JSON.stringify(p) === pBefore;
+      }),
+    ),
+  );
+});
+
+test('key order is a function of the patch history, through a JSON snapshot too', (t) => {
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(stateArb, fc.array(patchArb, { maxLength: 6 }), fc.nat(6), (s, patches, cut) => {
+        let direct: JsonObject = s;
+        for (const p of patches) direct = applyObject(p, direct);
+        // Another replica: a snapshot part way through, then the remaining patches in place.
+        let other: JsonObject = s;
+        patches.slice(0, cut).forEach((p) => (other = applyObject(p, other)));
+        const restored = JSON.parse(JSON.stringify(other)) as JsonObject;
+        for (const p of patches.slice(cut)) applyInPlace(p, restored);
+        return JSON.stringify(direct) === JSON.stringify(restored);
+      }),
+    ),
+  );
 });

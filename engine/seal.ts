@@ -1,64 +1,80 @@
 // Traps for the ambient sources of nondeterminism. While document code runs (handlers,
-// privacy policies, computed values), Math.random, Date.now, argument-less `new Date()`,
-// performance.now and crypto's random sources are replaced by functions that record the call
-// and throw. The caller checks `names` afterwards, so catching the exception does not help.
-// Sealing is a handful of property writes; JavaScript is single-threaded, so nothing else
-// observes the traps.
+// privacy policies, computed values) Math.random, Date.now, argument-less `new Date()`,
+// performance.now and crypto's random sources record the call and throw. The caller checks
+// `names` afterwards, so catching the exception does not help.
+//
+// Cost: the function sources are wrapped once, when this module loads, by wrappers that
+// check a depth counter (outside a seal they just call through). Only the Date constructor is
+// swapped per seal. JavaScript is single-threaded, so nothing else observes a seal.
 
 import { assert } from './assert.ts';
 
 export interface Seal {
-  readonly names: string[];
+  /** The sources document code reached for during this seal. */
+  readonly names: readonly string[];
   restore(): void;
 }
 
-export function sealGlobals(): Seal {
-  const names: string[] = [];
-  const trap = (name: string) =>
-    function trapped(): never {
-      if (!names.includes(name)) names.push(name);
-      throw new Error(`${name} is not available to document code; use ctx.random() and ctx.now`);
-    };
-  const g = globalThis as unknown as Record<string, unknown>;
-  const RealDate = g.Date as DateConstructor;
-  const realRandom = Math.random;
-  const trapDate = trap('new Date()');
-  function SealedDate(this: unknown, ...args: unknown[]): unknown {
-    if (new.target === undefined || args.length === 0) trapDate();
-    return Reflect.construct(RealDate, args, new.target);
-  }
-  SealedDate.prototype = RealDate.prototype;
-  SealedDate.now = trap('Date.now');
-  SealedDate.parse = RealDate.parse;
-  SealedDate.UTC = RealDate.UTC;
+let depth = 0;
+let violations: string[] = [];
 
-  Math.random = trap('Math.random');
-  g.Date = SealedDate;
-  const unshadow = [
-    shadow(globalThis.performance, 'now', trap('performance.now')),
-    shadow(globalThis.crypto, 'getRandomValues', trap('crypto.getRandomValues')),
-    shadow(globalThis.crypto, 'randomUUID', trap('crypto.randomUUID')),
-  ];
-  return {
-    names,
-    restore() {
-      Math.random = realRandom;
-      g.Date = RealDate;
-      for (const undo of unshadow) undo();
-      assert(Math.random === realRandom && globalThis.Date === RealDate, 'sealGlobals: restore failed');
-    },
-  };
+function violate(name: string): never {
+  if (!violations.includes(name)) violations.push(name);
+  throw new Error(`${name} is not available to document code; use ctx.random() and ctx.now`);
 }
 
-/** Shadows target[key] with an own property; returns the function that puts it back. */
-function shadow(target: object | undefined, key: string, value: unknown): () => void {
-  if (target === undefined) return () => undefined;
-  const own = Object.getOwnPropertyDescriptor(target, key);
-  const before = (target as Record<string, unknown>)[key];
-  Object.defineProperty(target, key, { value, configurable: true, writable: true, enumerable: false });
-  return () => {
-    if (own === undefined) delete (target as Record<string, unknown>)[key];
-    else Object.defineProperty(target, key, own);
-    assert((target as Record<string, unknown>)[key] === before, () => `sealGlobals: ${key} not restored`);
+function guard<F extends (...args: never[]) => unknown>(name: string, real: F, self: unknown): F {
+  return function guarded(...args: never[]) {
+    if (depth > 0) violate(name);
+    return real.apply(self, args);
+  } as F;
+}
+
+function wrap(target: object | undefined, key: string, name: string): void {
+  if (target === undefined) return;
+  const real = (target as Record<string, unknown>)[key];
+  if (typeof real !== 'function') return;
+  Object.defineProperty(target, key, {
+    value: guard(name, real as (...args: never[]) => unknown, target),
+    configurable: true,
+    writable: true,
+    enumerable: false,
+  });
+}
+
+wrap(Math, 'random', 'Math.random');
+wrap(Date, 'now', 'Date.now');
+wrap(globalThis.performance, 'now', 'performance.now');
+wrap(globalThis.crypto, 'getRandomValues', 'crypto.getRandomValues');
+wrap(globalThis.crypto, 'randomUUID', 'crypto.randomUUID');
+
+const RealDate = Date;
+function SealedDate(this: unknown, ...args: unknown[]): unknown {
+  if (new.target === undefined || args.length === 0) violate('new Date()');
+  return Reflect.construct(RealDate, args, new.target);
+}
+SealedDate.prototype = RealDate.prototype;
+SealedDate.now = RealDate.now;
+SealedDate.parse = RealDate.parse;
+SealedDate.UTC = RealDate.UTC;
+
+const g = globalThis as unknown as { Date: unknown };
+
+export function sealGlobals(): Seal {
+  const outer = depth === 0;
+  if (outer) {
+    violations = [];
+    g.Date = SealedDate;
+  }
+  depth++;
+  const mine = violations;
+  return {
+    names: mine,
+    restore() {
+      assert(depth > 0, 'sealGlobals: restore without a seal');
+      depth--;
+      if (depth === 0) g.Date = RealDate;
+      assert(depth > 0 || g.Date === RealDate, 'sealGlobals: Date not restored');
+    },
   };
 }

@@ -13,8 +13,8 @@
 import { assert, debugAssert } from './assert.ts';
 import type { CollectionRule, DocumentType, RecordRule, Rule, Viewer } from './document.ts';
 import { LimitError } from './errors.ts';
-import { buildCanonical, canonicalize, isCanonical, isObject, type Json, type JsonObject } from './json.ts';
-import { diff, type Patch } from './patch.ts';
+import { canonicalize, freeze, isObject, isPlainJson, put, type Json, type JsonObject } from './json.ts';
+import { diff, type DiffCache, type Patch } from './patch.ts';
 import { sealGlobals } from './seal.ts';
 
 /** A viewer's previous state and view, so unchanged subtrees can be reused. */
@@ -59,10 +59,12 @@ function viewUnsealed(type: DocumentType, state: JsonObject, viewer: Viewer, mem
       }
       values.set(name, value);
     }
-    const names = [...values.keys()].sort();
-    result = buildCanonical(Object.keys(body), names, (key) => (values.has(key) ? values.get(key) : body[key]));
+    const out: JsonObject = {};
+    for (const key in body) put(out, key, body[key] as Json);
+    for (const [name, value] of values) put(out, name, value);
+    result = freeze(out);
   }
-  debugAssert(() => isCanonical(result, false), 'view: result is not canonical');
+  debugAssert(() => isPlainJson(result, false), 'view: result is not plain JSON');
   return result;
 }
 
@@ -90,9 +92,9 @@ function viewRecord(
       prevStateObj?.[key],
       prevViewObj?.[key],
     );
-    if (item !== undefined) out[key] = item;
+    if (item !== undefined) put(out, key, item);
   }
-  return Object.freeze(out);
+  return freeze(out);
 }
 
 const HIDDEN: Rule = Object.freeze({ kind: 'hidden', dynamic: false });
@@ -139,9 +141,27 @@ function viewValue(
     case 'collection':
       if (!isObject(value)) return null;
       if (rule.item.kind === 'public') return value;
+      if (rule.item.kind === 'owner' && rule.item.fields.length === 1 && rule.item.fields[0] === '$key') {
+        return ownEntry(value, viewer, prevView);
+      }
       if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
       return viewCollection(rule, value, viewer, root, prevState, prevView);
   }
+}
+
+/**
+ * `collection(ownedBy('$key'))`: the viewer sees only the entry keyed by their own id, found
+ * by one lookup instead of a scan (per-viewer data such as counter contributions).
+ */
+function ownEntry(value: JsonObject, viewer: Viewer, prevView: Json | undefined): JsonObject {
+  const entry = Object.hasOwn(value, viewer) ? (value[viewer] as Json) : undefined;
+  if (isObject(prevView)) {
+    const before = Object.hasOwn(prevView, viewer) ? prevView[viewer] : undefined;
+    if (before === entry) return prevView;
+  }
+  const out: JsonObject = {};
+  if (entry !== undefined) put(out, viewer, entry);
+  return freeze(out);
 }
 
 function viewCollection(
@@ -159,9 +179,9 @@ function viewCollection(
     const entry = value[key] as Json;
     const holder = isObject(entry) ? entry : value;
     const item = viewValue(rule.item, entry, viewer, root, holder, key, prevStateObj?.[key], prevViewObj?.[key]);
-    if (item !== undefined && item !== null) out[key] = item;
+    if (item !== undefined && item !== null) put(out, key, item);
   }
-  return Object.freeze(out);
+  return freeze(out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,10 +242,11 @@ export class Audience {
     const previous = this.current;
     if (next === previous) return deltas;
     const seal = sealGlobals();
+    const cache: DiffCache = new Map();
     try {
       for (const [viewer, before] of this.views) {
         const after = viewUnsealed(this.type, next, viewer, { state: previous, view: before });
-        const delta = diff(before, after);
+        const delta = diff(before, after, cache);
         this.views.set(viewer, after);
         if (isObject(delta) && isEmpty(delta)) continue;
         deltas.set(viewer, delta);

@@ -1,8 +1,9 @@
 // A chat room. Members post public messages and direct messages; a direct message is visible
 // only to its sender and its recipient, and the member list only to members. History is
-// bounded: past `historyMax` entries the oldest is evicted.
+// bounded: past `historyMax` entries the oldest is evicted, in O(1): entries are keyed by a
+// serial number, so the oldest key is known without scanning the collection.
 
-import { collection, defineDocument, ownedBy, policy, pub } from '../document.ts';
+import { collection, defineDocument, hidden, ownedBy, policy, pub } from '../document.ts';
 import { v } from '../validate.ts';
 
 export type ChatMessage = { from: string; text: string; at: number };
@@ -11,10 +12,14 @@ export type ChatState = {
   topic: string;
   /** Members keyed by viewer id. */
   members: Record<string, { joinedAt: number }>;
-  /** Public messages keyed by seq (index keys enumerate oldest first). */
+  /** Public messages keyed by `entryId(serial)`, oldest first. */
   messages: Record<string, ChatMessage>;
-  /** Direct messages keyed by seq. */
+  /** Public messages ever posted: the next message's serial. */
+  messagesMade: number;
+  /** Direct messages keyed by `entryId(serial)`. */
   dms: Record<string, DirectMessage>;
+  /** Direct messages ever sent (hidden: the count of others' messages is private too). */
+  dmsMade: number;
 };
 
 /** Bound on kept public messages, and separately on kept direct messages. */
@@ -27,13 +32,15 @@ const viewerId = v.string({ minLength: 1, maxLength: 64 });
 
 export const chat = defineDocument({
   name: 'chat',
-  initial: { topic: '', members: {}, messages: {}, dms: {} } as ChatState,
+  initial: { topic: '', members: {}, messages: {}, messagesMade: 0, dms: {}, dmsMade: 0 } as ChatState,
   errors: ['not_a_member', 'room_full', 'unknown_recipient'],
   privacy: {
     topic: pub,
     members: policy((viewer, state: ChatState) => Object.hasOwn(state.members, viewer)),
     messages: collection(pub),
+    messagesMade: pub,
     dms: collection(ownedBy('from', 'to')),
+    dmsMade: hidden,
   },
   computed: {
     me: (viewer) => viewer,
@@ -51,7 +58,8 @@ export const chat = defineDocument({
   })
   .channel('say', v.object({ text: v.string({ minLength: 1, maxLength: textLengthMax }) }), (state, payload, ctx) => {
     if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
-    return { messages: appendBounded(state.messages, ctx.seq, { from: ctx.viewer, text: payload.text, at: ctx.now }) };
+    const message = { from: ctx.viewer, text: payload.text, at: ctx.now };
+    return { messages: appendBounded(state.messagesMade, message), messagesMade: state.messagesMade + 1 };
   })
   .channel(
     'dm',
@@ -60,7 +68,7 @@ export const chat = defineDocument({
       if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
       if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
       const dm = { from: ctx.viewer, to: payload.to, text: payload.text, at: ctx.now };
-      return { dms: appendBounded(state.dms, ctx.seq, dm) };
+      return { dms: appendBounded(state.dmsMade, dm), dmsMade: state.dmsMade + 1 };
     },
   )
   .channel('topic', v.object({ text: v.string({ maxLength: 100 }) }), (state, payload, ctx) => {
@@ -68,15 +76,14 @@ export const chat = defineDocument({
     return { topic: payload.text };
   });
 
-/** A patch adding `item` under key `seq`, evicting the oldest entry when the bound is reached. */
-function appendBounded<T>(entries: Readonly<Record<string, T>>, seq: number, item: T): Record<string, T | null> {
-  const patch: Record<string, T | null> = { [seq]: item };
-  let count = 0;
-  let oldest: string | undefined;
-  for (const key in entries) {
-    oldest ??= key;
-    count++;
-  }
-  if (count >= historyMax && oldest !== undefined) patch[oldest] = null;
+/** The key of entry number `serial`: "m" and 12 digits, so keys sort in serial order. */
+export function entryId(serial: number): string {
+  return `m${String(serial).padStart(12, '0')}`;
+}
+
+/** A patch adding entry number `serial` and evicting entry `serial - historyMax`. */
+function appendBounded<T>(serial: number, item: T): Record<string, T | null> {
+  const patch: Record<string, T | null> = { [entryId(serial)]: item };
+  if (serial >= historyMax) patch[entryId(serial - historyMax)] = null;
   return patch;
 }

@@ -5,7 +5,7 @@ import { execute, type Envelope } from '../execute.ts';
 import type { JsonObject } from '../json.ts';
 import { runMoves } from '../workloads.ts';
 import { cardTable, fullDeck, type CardTableState } from './card-table.ts';
-import { chat, historyMax, type ChatState } from './chat.ts';
+import { chat, entryId, historyMax, type ChatState } from './chat.ts';
 import { counter, type CounterState } from './counter.ts';
 
 test('card-table conserves the deck: every card is in exactly one place, chips plus pot are constant', (t) => {
@@ -73,8 +73,9 @@ test('chat keeps at most historyMax public messages, evicting the oldest', (t) =
   }
   const keys = Object.keys((state as unknown as ChatState).messages);
   t.is(keys.length, historyMax);
-  t.is(keys[0], '12');
-  t.is(keys[keys.length - 1], String(historyMax + 11));
+  t.is(keys[0], entryId(10), 'the ten oldest were evicted');
+  t.is(keys[keys.length - 1], entryId(historyMax + 9));
+  t.is((state as unknown as ChatState).messagesMade, historyMax + 10);
 });
 
 test('counter reset clears every contribution', (t) => {

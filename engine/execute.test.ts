@@ -47,6 +47,27 @@ test('determinism: the same state and envelope give byte-identical deltas, on an
   }
 });
 
+test('determinism: a tail executing in place and a head executing by copying produce the same bytes', (t) => {
+  for (const type of types) {
+    t.notThrows(() =>
+      fc.assert(
+        fc.property(movesArb(80), (moves) => {
+          const head = runMoves(type, moves);
+          let tail = type.createState();
+          for (const [i, env] of head.envelopes.entries()) {
+            const result = execute(type, tail, env, 'entropy', { inPlace: true });
+            if (result.state !== tail) return false; // in place means the same object
+            if (bytes(result) !== bytes(head.executions[i] as Execution)) return false;
+            tail = result.state;
+          }
+          return JSON.stringify(tail) === JSON.stringify(head.final);
+        }),
+        { numRuns: 60 },
+      ),
+    );
+  }
+});
+
 test('determinism checker catches a planted bug: state kept outside the document', (t) => {
   let calls = 0;
   const impure = defineDocument({ name: 'counter', initial: { n: 0 }, privacy: { n: pub } })
@@ -271,6 +292,24 @@ test('error: card-table rejects each illegal move with its typed error', (t) => 
   });
   t.is(state.pot, 100);
   t.is(state.turn, 'bob');
+});
+
+test('error: chat not_a_member, unknown_recipient and room_full; counter out_of_range and too_many_contributors', (t) => {
+  const send = (type: DocumentType, state: JsonObject, viewer: string, channel: string, payload: unknown, seq = 1) =>
+    execute(type, state, envelope(channel, payload, viewer, seq), 'e');
+  assertRejected(t, chat, chat.initial, envelope('say', { text: 'hi' }), 'not_a_member', /join the room/);
+  assertRejected(t, chat, chat.initial, envelope('leave', {}), 'not_a_member');
+  const joined = send(chat, chat.initial, 'alice', 'join', {}).state;
+  assertRejected(t, chat, joined, envelope('dm', { to: 'bob', text: 'psst' }), 'unknown_recipient', /bob is not a member/);
+  let full = joined;
+  for (let i = 1; i < 1000; i++) full = send(chat, full, `m${i}`, 'join', {}, i + 1).state;
+  assertRejected(t, chat, full, envelope('join', {}, 'late'), 'room_full', /at most 1000 members/);
+
+  const big = send(counter, counter.initial, 'alice', 'add', { by: 1 }).state;
+  assertRejected(t, counter, { ...big, value: 999_999_999 }, envelope('add', { by: 1000 }), 'out_of_range');
+  const crowd: Record<string, number> = {};
+  for (let i = 0; i < 1000; i++) crowd[`v${i}`] = 1;
+  assertRejected(t, counter, { value: 1000, contributions: crowd }, envelope('add', { by: 1 }, 'newcomer'), 'too_many_contributors');
 });
 
 test('error: card-table table_full, deck_empty and hand_full', (t) => {

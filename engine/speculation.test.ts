@@ -21,6 +21,8 @@ interface HeadRun {
   memoMismatches: string[];
   rebases: number;
   drops: number;
+  /** Confirms whose delta differed from the speculation with no drop to explain it. */
+  mismatches: number;
 }
 
 /**
@@ -40,8 +42,8 @@ function runHead(type: DocumentType, moves: readonly Move[], bug?: 'no-drop' | '
   const speculative = new Audience(type, type.initial);
   const confirmed = new Audience(type, type.initial);
   const clients = new Map<string, { spec: Json; conf: Json }>();
-  const out: HeadRun = { leaks: [], divergent: [], memoMismatches: [], rebases: 0, drops: 0 };
-  let tailState = type.initial;
+  const out: HeadRun = { leaks: [], divergent: [], memoMismatches: [], rebases: 0, drops: 0, mismatches: 0 };
+  const tailState = type.createState(); // the tail executes in place, as a real tail does
   let tailQueue: Envelope[] = [];
   let seq = 0;
 
@@ -69,11 +71,11 @@ function runHead(type: DocumentType, moves: readonly Move[], bug?: 'no-drop' | '
   const tailCatchUp = (count: number) => {
     for (let i = 0; i < count && tailQueue.length > 0; i++) {
       const envelope = tailQueue.shift() as Envelope;
-      const result = execute(type, tailState, envelope, entropy);
-      tailState = result.state;
+      const result = execute(type, tailState, envelope, entropy, { inPlace: true });
       if (bug === 'no-confirm' && tailQueue.length === 0) continue;
       const transition = spec.confirm(envelope.seq, { redo: result.redo, outcome: result.outcome });
       if (transition.rebased) out.rebases++;
+      if (transition.rebased && transition.dropped.length === 0) out.mismatches++;
       deliver(confirmed, spec.confirmed, 'conf');
       deliver(speculative, spec.speculative, 'spec');
     }
@@ -145,6 +147,7 @@ test('speculation converges: after every queued message is confirmed or dropped,
           rebases += run.rebases;
           drops += run.drops;
           if (run.divergent.length > 0) throw new Error(run.divergent.slice(0, 3).join('; '));
+          if (run.mismatches > 0) throw new Error(`${run.mismatches} confirms differed from the speculation`);
           if (run.memoMismatches.length > 0) throw new Error(`memoized view differs: ${run.memoMismatches[0]}`);
           return true;
         }),

@@ -45,7 +45,7 @@ function assertNoNondeterminism(type: DocumentType, names: readonly string[]): v
 
 function viewUnsealed(type: DocumentType, state: JsonObject, viewer: Viewer, memo: ViewMemo | undefined): JsonObject {
   assert(typeof viewer === 'string' && viewer.length > 0, 'view: empty viewer');
-  const body = viewRecord(type.privacy, state, viewer, state, undefined, memo?.state, memo?.view);
+  const body = viewObject(type.privacy, state, viewer, state, undefined, memo?.state, memo?.view);
   let result = body;
   if (type.computed.length > 0) {
     const values = new Map<string, Json>();
@@ -68,8 +68,12 @@ function viewUnsealed(type: DocumentType, state: JsonObject, viewer: Viewer, mem
   return result;
 }
 
-function viewRecord(
-  rule: RecordRule,
+/**
+ * The view of an object under a record rule (members follow their own rules; a hidden member
+ * stays, as null) or a collection rule (entries follow one rule; a hidden entry is left out).
+ */
+function viewObject(
+  rule: RecordRule | CollectionRule,
   value: JsonObject,
   viewer: Viewer,
   root: JsonObject,
@@ -77,22 +81,25 @@ function viewRecord(
   prevState: Json | undefined,
   prevView: Json | undefined,
 ): JsonObject {
+  const isRecord = rule.kind === 'record';
   const out: JsonObject = {};
   const prevStateObj = isObject(prevState) ? prevState : undefined;
   const prevViewObj = isObject(prevView) ? prevView : undefined;
   for (const key in value) {
-    const fieldRule = Object.hasOwn(rule.fields, key) ? (rule.fields[key] as Rule) : HIDDEN;
-    const item = viewValue(
-      fieldRule,
-      value[key] as Json,
-      viewer,
-      root,
-      value,
-      entryKey,
-      prevStateObj?.[key],
-      prevViewObj?.[key],
-    );
-    if (item !== undefined) put(out, key, item);
+    const member = value[key] as Json;
+    let memberRule: Rule;
+    let holder: JsonObject;
+    if (isRecord) {
+      memberRule = Object.hasOwn(rule.fields, key) ? (rule.fields[key] as Rule) : HIDDEN;
+      holder = value;
+    } else {
+      memberRule = rule.item;
+      holder = isObject(member) ? member : value;
+    }
+    const memberEntryKey = isRecord ? entryKey : key;
+    const item = viewValue(memberRule, member, viewer, root, holder, memberEntryKey, prevStateObj?.[key], prevViewObj?.[key]);
+    if (item === undefined || (item === null && !isRecord)) continue;
+    put(out, key, item);
   }
   return freeze(out);
 }
@@ -137,7 +144,7 @@ function viewValue(
     case 'record':
       if (!isObject(value)) return null;
       if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
-      return viewRecord(rule, value, viewer, root, entryKey, prevState, prevView);
+      return viewObject(rule, value, viewer, root, entryKey, prevState, prevView);
     case 'collection':
       if (!isObject(value)) return null;
       if (rule.item.kind === 'public') return value;
@@ -145,7 +152,7 @@ function viewValue(
         return ownEntry(value, viewer, prevView);
       }
       if (!rule.dynamic && value === prevState && prevView !== undefined) return prevView;
-      return viewCollection(rule, value, viewer, root, prevState, prevView);
+      return viewObject(rule, value, viewer, root, entryKey, prevState, prevView);
   }
 }
 
@@ -161,26 +168,6 @@ function ownEntry(value: JsonObject, viewer: Viewer, prevView: Json | undefined)
   }
   const out: JsonObject = {};
   if (entry !== undefined) put(out, viewer, entry);
-  return freeze(out);
-}
-
-function viewCollection(
-  rule: CollectionRule,
-  value: JsonObject,
-  viewer: Viewer,
-  root: JsonObject,
-  prevState: Json | undefined,
-  prevView: Json | undefined,
-): JsonObject {
-  const out: JsonObject = {};
-  const prevStateObj = isObject(prevState) ? prevState : undefined;
-  const prevViewObj = isObject(prevView) ? prevView : undefined;
-  for (const key in value) {
-    const entry = value[key] as Json;
-    const holder = isObject(entry) ? entry : value;
-    const item = viewValue(rule.item, entry, viewer, root, holder, key, prevStateObj?.[key], prevViewObj?.[key]);
-    if (item !== undefined && item !== null) put(out, key, item);
-  }
   return freeze(out);
 }
 

@@ -39,6 +39,8 @@ export function concreteOp(typeName: string, state: JsonObject, move: Move, nonc
       return chatOp(viewer, kind, pick, nonce);
     case 'card-table':
       return cardTableOp(viewer, state, kind, pick);
+    case 'poll':
+      return pollOp(viewer, kind, pick);
     default:
       throw new Error(`no workload for document type ${typeName}`);
   }
@@ -98,6 +100,13 @@ function cardTableOp(viewer: string, state: JsonObject, kind: number, pick: numb
     default:
       return { viewer, channel: 'fold', payload: {} }; // unknown channel
   }
+}
+
+function pollOp(viewer: string, kind: number, pick: number): Op {
+  if (kind < 2) return { viewer, channel: 'setup', payload: { question: `q${pick}`, options: ['red', 'green', 'blue'] } };
+  if (kind < 8) return { viewer, channel: 'vote', payload: { choice: pick % 4 } }; // 3 is no_such_option
+  if (kind === 8) return { viewer, channel: 'close', payload: {} };
+  return { viewer, channel: 'vote', payload: { choice: 'red' } }; // fails validation
 }
 
 /** A deterministic move stream for benchmarks (xorshift32, not document randomness). */

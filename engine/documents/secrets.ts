@@ -47,6 +47,19 @@ export function findLeaks(typeName: string, state: JsonObject, viewer: string, f
       }
       break;
     }
+    case 'poll': {
+      const ballots = frameObject.ballots;
+      if (isObject(ballots)) {
+        for (const [id, ballot] of Object.entries(ballots)) {
+          if (id !== viewer && ballot !== null) leaks.push(`${id}'s ballot reached ${viewer}`);
+        }
+      }
+      const counts = frameObject.counts;
+      if (!state.closed && viewer !== state.owner && counts !== undefined && counts !== null) {
+        leaks.push(`the counts of an open poll reached ${viewer}, who does not own it`);
+      }
+      break;
+    }
     default:
       throw new Error(`no privacy oracle for document type ${typeName}`);
   }

@@ -49,6 +49,7 @@ export class Speculation {
     readonly queueDepthMax = 1024,
   ) {
     assert(isObject(confirmed), 'Speculation: confirmed state must be an object');
+    debugAssert(() => Object.isFrozen(confirmed), 'Speculation: the confirmed state must be persistent, not a mutable copy');
     assert(Number.isSafeInteger(confirmedSeq) && confirmedSeq >= 0, 'Speculation: bad confirmedSeq');
     assert(Number.isInteger(queueDepthMax) && queueDepthMax > 0, 'Speculation: queueDepthMax must be positive');
     this.confirmedState = confirmed;

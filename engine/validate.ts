@@ -39,14 +39,14 @@ function fail(path: string, expected: string): never {
 }
 
 /** Default bound on validated strings, in UTF-16 code units. */
-export const stringLengthMaxDefault = 1024;
+export const stringCharsMaxDefault = 1024;
 /** Default bound on validated arrays, in items. */
 export const arrayItemsMaxDefault = 256;
 
 export const v = {
   string(options: { minLength?: number; maxLength?: number; pattern?: RegExp } = {}): Validator<string> {
     const min = options.minLength ?? 0;
-    const max = options.maxLength ?? stringLengthMaxDefault;
+    const max = options.maxLength ?? stringCharsMaxDefault;
     const pattern = options.pattern;
     const expected = `a string of ${min}..${max} characters${pattern ? ` matching ${pattern}` : ''}`;
     return validator(expected, (value, path) => {

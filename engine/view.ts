@@ -176,6 +176,8 @@ function ownEntry(value: JsonObject, viewer: Viewer, prevView: Json | undefined)
 /**
  * The viewers of one stream of states (the head keeps one for confirmed state and one for
  * speculative state). Holds each viewer's last view; `advance` returns each viewer's delta.
+ * States must be persistent (from `execute` without `inPlace`, or `apply`): views reuse
+ * unchanged subtrees by identity, so a state mutated in place would show stale values.
  */
 export class Audience {
   private readonly views = new Map<Viewer, JsonObject>();
@@ -228,6 +230,7 @@ export class Audience {
     const deltas = new Map<Viewer, Patch>();
     const previous = this.current;
     if (next === previous) return deltas;
+    debugAssert(() => Object.isFrozen(next), 'Audience.advance: states must be persistent, not mutated in place');
     const seal = sealGlobals();
     const cache: DiffCache = new Map();
     try {

@@ -1,6 +1,6 @@
 // A chat room. Members post public messages and direct messages; a direct message is visible
 // only to its sender and its recipient, and the member list only to members. History is
-// bounded: past `historyMax` entries the oldest is evicted, in O(1): entries are keyed by a
+// bounded: past `historyMessagesMax` entries the oldest is evicted, in O(1): entries are keyed by a
 // serial number, so the oldest key is known without scanning the collection.
 
 import { collection, defineDocument, hidden, ownedBy, policy, pub } from '../document.ts';
@@ -23,10 +23,10 @@ export type ChatState = {
 };
 
 /** Bound on kept public messages, and separately on kept direct messages. */
-export const historyMax = 100;
+export const historyMessagesMax = 100;
 /** Bound on members of one room. */
 export const membersMax = 1_000;
-export const textLengthMax = 500;
+export const textCharsMax = 500;
 
 const viewerId = v.string({ minLength: 1, maxLength: 64 });
 
@@ -56,14 +56,14 @@ export const chat = defineDocument({
     if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'only members can leave');
     return { members: { [ctx.viewer]: null } };
   })
-  .channel('say', v.object({ text: v.string({ minLength: 1, maxLength: textLengthMax }) }), (state, payload, ctx) => {
+  .channel('say', v.object({ text: v.string({ minLength: 1, maxLength: textCharsMax }) }), (state, payload, ctx) => {
     if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
     const message = { from: ctx.viewer, text: payload.text, at: ctx.now };
     return { messages: appendBounded(state.messagesMade, message), messagesMade: state.messagesMade + 1 };
   })
   .channel(
     'dm',
-    v.object({ to: viewerId, text: v.string({ minLength: 1, maxLength: textLengthMax }) }),
+    v.object({ to: viewerId, text: v.string({ minLength: 1, maxLength: textCharsMax }) }),
     (state, payload, ctx) => {
       if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
       if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
@@ -81,9 +81,9 @@ export function entryId(serial: number): string {
   return `m${String(serial).padStart(12, '0')}`;
 }
 
-/** A patch adding entry number `serial` and evicting entry `serial - historyMax`. */
+/** A patch adding entry number `serial` and evicting entry `serial - historyMessagesMax`. */
 function appendBounded<T>(serial: number, item: T): Record<string, T | null> {
   const patch: Record<string, T | null> = { [entryId(serial)]: item };
-  if (serial >= historyMax) patch[entryId(serial - historyMax)] = null;
+  if (serial >= historyMessagesMax) patch[entryId(serial - historyMessagesMax)] = null;
   return patch;
 }

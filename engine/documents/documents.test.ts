@@ -5,7 +5,7 @@ import { execute, type Envelope } from '../execute.ts';
 import type { JsonObject } from '../json.ts';
 import { runMoves } from '../workloads.ts';
 import { cardTable, fullDeck, type CardTableState } from './card-table.ts';
-import { chat, entryId, historyMax, type ChatState } from './chat.ts';
+import { chat, entryId, historyMessagesMax, type ChatState } from './chat.ts';
 import { counter, type CounterState } from './counter.ts';
 
 test('card-table conserves the deck: every card is in exactly one place, chips plus pot are constant', (t) => {
@@ -66,16 +66,16 @@ test('a winner takes the pot when their hand is empty', (t) => {
   t.is(over.pot, 0);
 });
 
-test('chat keeps at most historyMax public messages, evicting the oldest', (t) => {
+test('chat keeps at most historyMessagesMax public messages, evicting the oldest', (t) => {
   let state = execute(chat, chat.initial, { doc: 'r', seq: 1, timestamp: 1, viewer: 'alice', channel: 'join', payload: {} }, 'e').state;
-  for (let seq = 2; seq <= historyMax + 11; seq++) {
+  for (let seq = 2; seq <= historyMessagesMax + 11; seq++) {
     state = execute(chat, state, { doc: 'r', seq, timestamp: seq, viewer: 'alice', channel: 'say', payload: { text: `m${seq}` } }, 'e').state;
   }
   const keys = Object.keys((state as unknown as ChatState).messages);
-  t.is(keys.length, historyMax);
+  t.is(keys.length, historyMessagesMax);
   t.is(keys[0], entryId(10), 'the ten oldest were evicted');
-  t.is(keys[keys.length - 1], entryId(historyMax + 9));
-  t.is((state as unknown as ChatState).messagesMade, historyMax + 10);
+  t.is(keys[keys.length - 1], entryId(historyMessagesMax + 9));
+  t.is((state as unknown as ChatState).messagesMade, historyMessagesMax + 10);
 });
 
 test('counter reset clears every contribution', (t) => {

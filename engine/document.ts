@@ -181,7 +181,8 @@ export class DocumentType<S extends object = any, E extends string = string> {
     const initial = canonicalize(spec.initial, { dropNulls: true });
     assert(isObject(initial), `${spec.name}: the initial state must be an object`);
     this.name = spec.name;
-    this.initial = initial;
+    // Frozen even outside debug runs: every new document starts from it, so nothing may change it.
+    this.initial = deepFreeze(initial);
     this.errors = new Set(spec.errors ?? []);
     for (const code of this.errors) {
       assert(/^[a-z][a-z0-9_]*$/.test(code), `${spec.name}: error code ${code} is not snake_case`);
@@ -215,6 +216,14 @@ export class DocumentType<S extends object = any, E extends string = string> {
   get channels(): string[] {
     return [...this.channelsByName.keys()];
   }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** Defines a document type; add channels with `.channel(name, validator, handler)`. */

@@ -158,7 +158,7 @@ test('error: payload fails validation (wrong type, missing member, unknown membe
 test('error: payload is not JSON', (t) => {
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
-  assertRejected(t, counter, counter.initial, envelope('add', cyclic), 'invalid_payload', /not a JSON value/);
+  assertRejected(t, counter, counter.initial, envelope('add', cyclic), 'payload_too_large', /or is cyclic/);
   assertRejected(t, counter, counter.initial, envelope('add', { by: Number.NaN }), 'invalid_payload');
   assertRejected(t, counter, counter.initial, envelope('add', { by: new Date(0) }), 'invalid_payload', /plain objects/);
 });
@@ -213,7 +213,7 @@ test('error: ctx.reject gives the typed document error; an undeclared code is a 
       return { n: 99 };
     });
   assertRejected(t, type, type.initial, envelope('set', { n: 3 }), 'too_small', /at least 10/);
-  assertRejected(t, type, type.initial, envelope('rogue', {}), 'handler_failed', /undeclared code made_up/);
+  assertRejected(t, type, type.initial, envelope('rogue', {}), 'handler_failed', /undeclared code "made_up"/);
   assertRejected(t, type, type.initial, envelope('swallow', {}), 'too_small');
   t.deepEqual(execute(type, type.initial, envelope('set', { n: 12 }), 'e').state, { n: 12 });
 });
@@ -263,6 +263,48 @@ test('error: document code has no route to Math.random, Date.now, new Date(), pe
     y: new Date(ctx.now).getUTCFullYear(),
   }));
   t.deepEqual(execute(dated, dated.initial, envelope('go', {}), 'e').state, { y: 2023 });
+});
+
+test('a handler that mutates its input fails alike on a copying head and an in-place tail (debug runs)', (t) => {
+  const type = defineDocument({ name: 'mutator', initial: { items: [] as string[] }, privacy: { items: pub } }).channel(
+    'push',
+    v.object({ x: v.string() }),
+    (state) => {
+      (state.items as string[]).push('sneaky');
+      return { items: state.items as string[] };
+    },
+  );
+  const head = execute(type, type.initial, envelope('push', { x: 'a' }), 'e');
+  const tailState = type.createState();
+  const tail = execute(type, tailState, envelope('push', { x: 'a' }), 'e', { inPlace: true });
+  t.is(head.outcome.ok ? 'ok' : head.outcome.code, 'handler_failed');
+  t.deepEqual(tail.outcome, head.outcome);
+  t.deepEqual(tailState, { items: [] });
+  t.deepEqual(type.initial, { items: [] });
+});
+
+test('document code reached through a returned getter, a Date instance or an assignment is still sealed', (t) => {
+  const sneaky = (handler: () => unknown) =>
+    defineDocument({ name: 'sneaky', initial: { n: 0 }, privacy: { n: pub } }).channel('go', v.object({}), handler as never);
+  const getter = sneaky(() => ({
+    get n() {
+      return Math.random();
+    },
+  }));
+  assertRejected(t, getter, getter.initial, envelope('go', {}), 'nondeterministic_call');
+  const viaInstance = sneaky(() => ({ n: new (new Date(0).constructor as DateConstructor)().getTime() }));
+  assertRejected(t, viaInstance, viaInstance.initial, envelope('go', {}), 'nondeterministic_call', /new Date\(\)/);
+  const disarm = sneaky(() => {
+    Math.random = () => 0.5;
+    return { n: 1 };
+  });
+  assertRejected(t, disarm, disarm.initial, envelope('go', {}), 'handler_failed');
+  assertRejected(t, getter, getter.initial, envelope('go', {}), 'nondeterministic_call');
+  const weird = sneaky(() => {
+    throw Object.create(null);
+  });
+  assertRejected(t, weird, weird.initial, envelope('go', {}), 'handler_failed', /\[object Object\]/);
+  t.true(new Date(0).constructor === Date, 'the real constructor is back afterwards');
 });
 
 test('error: card-table rejects each illegal move with its typed error', (t) => {

@@ -93,28 +93,21 @@ export function execute(
     return failed('unknown_channel', `document type ${type.name} has no channel ${JSON.stringify(envelope.channel)}`);
   }
 
-  // Bounds first, then shape: never walk or copy an oversized payload.
+  // Copy the payload once (a getter or Proxy is read exactly once, and nesting is bounded),
+  // then measure the copy.
   const { payloadBytesMax, payloadDepthMax, patchDepthMax } = type.limits;
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(envelope.payload);
-  } catch {
-    text = undefined; // cycles, BigInt, or nesting past the stack
-  }
-  if (text === undefined) return failed('invalid_payload', 'payload is not a JSON value');
-  const bytes = utf8Length(text);
-  if (bytes > payloadBytesMax) {
-    return failed('payload_too_large', `payload is ${bytes} bytes; the limit is ${payloadBytesMax}`);
-  }
   let payload: Json;
   try {
     payload = canonicalize(envelope.payload, { depthMax: payloadDepthMax });
   } catch (error) {
-    if (!(error instanceof JsonError)) throw error;
-    if (error.message.startsWith('nesting too deep')) {
-      return failed('payload_too_large', `payload nests deeper than ${payloadDepthMax} levels`);
+    if (error instanceof JsonError && error.message.startsWith('nesting too deep')) {
+      return failed('payload_too_large', `payload nests deeper than ${payloadDepthMax} levels (or is cyclic)`);
     }
-    return failed('invalid_payload', error.message);
+    return failed('invalid_payload', error instanceof JsonError ? error.message : 'payload is not a JSON value');
+  }
+  const bytes = utf8Length(JSON.stringify(payload));
+  if (bytes > payloadBytesMax) {
+    return failed('payload_too_large', `payload is ${bytes} bytes; the limit is ${payloadBytesMax}`);
   }
   try {
     channel.validator.check(payload, '');
@@ -133,20 +126,38 @@ export function execute(
     random: () => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).next(),
     randomInt: (bound) => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).int(bound),
     reject: (code, message) => {
-      rejection ??= new Rejection(code, message);
+      rejection ??= new Rejection(String(typeof code === 'string' ? code : ''), typeof message === 'string' ? message : '');
       throw rejection;
     },
   };
 
-  let returned: unknown;
-  let thrown: unknown;
-  let threw = false;
+  // Everything that runs document code stays inside the seal: the handler, and reading what it
+  // returned (a getter, a Proxy or a thenable's `then` is document code too). In debug runs an
+  // in-place state is handed over as a frozen copy, so a handler that mutates its input fails
+  // the same way on a tail as on a head.
+  const input = options.inPlace === true && debugChecks ? freezeDeep(cloneJson(state)) : state;
+  let patch: Json | undefined;
+  let failure: [code: string, message: string] | undefined;
   const violations = sealGlobals();
   try {
-    returned = channel.handler(state, payload, ctx);
+    const returned: unknown = channel.handler(input, payload, ctx);
+    if (returned !== undefined && returned !== null && typeof (returned as { then?: unknown }).then === 'function') {
+      failure = ['handler_failed', `handler ${channel.name} returned a promise; handlers must be synchronous`];
+      Promise.resolve(returned).then(undefined, () => undefined); // no unhandled rejection
+    } else if (returned !== undefined) {
+      if (!isObject(returned as Json)) {
+        failure = ['invalid_patch', `handler ${channel.name} must return a merge patch object or nothing`];
+      } else {
+        try {
+          patch = canonicalize(returned, { depthMax: patchDepthMax });
+        } catch (error) {
+          if (!(error instanceof JsonError)) throw error;
+          failure = ['invalid_patch', `handler ${channel.name} returned a patch that is not JSON: ${error.message}`];
+        }
+      }
+    }
   } catch (error) {
-    threw = true;
-    thrown = error;
+    failure = ['handler_failed', `handler ${channel.name} threw: ${describe(error)}`];
   } finally {
     violations.restore();
   }
@@ -159,30 +170,12 @@ export function execute(
   }
   if (rejection !== undefined) {
     if (!type.errors.has(rejection.code)) {
-      return failed('handler_failed', `handler ${channel.name} rejected with undeclared code ${rejection.code}`);
+      return failed('handler_failed', `handler ${channel.name} rejected with undeclared code ${JSON.stringify(rejection.code)}`);
     }
     return failed(rejection.code, rejection.message);
   }
-  if (threw) {
-    const detail = thrown instanceof Error ? thrown.message : String(thrown);
-    return failed('handler_failed', `handler ${channel.name} threw: ${detail}`);
-  }
-  if (returned === undefined) return { redo: EMPTY, undo: EMPTY, outcome: OK, state };
-  if (typeof (returned as { then?: unknown })?.then === 'function') {
-    (returned as Promise<unknown>).then(undefined, () => undefined); // no unhandled rejection
-    return failed('handler_failed', `handler ${channel.name} returned a promise; handlers must be synchronous`);
-  }
-  if (!isObject(returned as Json)) {
-    return failed('invalid_patch', `handler ${channel.name} must return a merge patch object or nothing`);
-  }
-
-  let patch: Json;
-  try {
-    patch = canonicalize(returned, { depthMax: patchDepthMax });
-  } catch (error) {
-    if (!(error instanceof JsonError)) throw error;
-    return failed('invalid_patch', `handler ${channel.name} returned a patch that is not JSON: ${error.message}`);
-  }
+  if (failure !== undefined) return failed(failure[0], failure[1]);
+  if (patch === undefined) return { redo: EMPTY, undo: EMPTY, outcome: OK, state };
   assert(isObject(patch), 'execute: canonical patch of an object is an object');
   const { redo, undo } = change(patch, state);
   let next: JsonObject;
@@ -199,4 +192,23 @@ export function execute(
   }
   debugAssert(() => isPlainJson(next, true), 'execute: next state is not plain, null-free JSON');
   return { redo, undo, outcome: OK, state: next };
+}
+
+/** A message for anything thrown, without trusting it (it may be a null-prototype object). */
+function describe(thrown: unknown): string {
+  try {
+    return thrown instanceof Error ? thrown.message : String(thrown);
+  } catch {
+    return Object.prototype.toString.call(thrown);
+  }
+}
+
+/** Deep-freezes a mutable copy (debug runs only). */
+function freezeDeep(value: Json): JsonObject {
+  if (typeof value === 'object' && value !== null) {
+    Object.freeze(value);
+    if (Array.isArray(value)) for (const item of value) freezeDeep(item);
+    else for (const key in value) freezeDeep(value[key] as Json);
+  }
+  return value as JsonObject;
 }

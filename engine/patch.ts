@@ -185,7 +185,10 @@ export interface Change {
 /**
  * Normalizes an object patch against the state it will be applied to and computes its
  * inverse. The redo drops members that change nothing; apply(undo, apply(redo, state)) equals
- * state for every null-free state. Costs the size of the patch.
+ * state for every null-free state, in value but not always in key order: a member that the
+ * redo deleted comes back at the end. Nothing rolls replicas back with undo (speculation
+ * re-executes from the confirmed state), so key order stays a function of the redo history.
+ * Costs the size of the patch.
  */
 export function change(patch: JsonObject, state: JsonObject): Change {
   debugAssert(() => isPlainJson(patch, false), 'change: patch is not plain JSON');

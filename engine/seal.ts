@@ -3,6 +3,9 @@
 // performance.now and crypto's random sources record the call and throw. The caller checks
 // `names` afterwards, so catching the exception does not help.
 //
+// These traps catch accidents in trusted document code, not an adversary: JavaScript offers
+// other clocks (Intl formatting of the current time, for one) that are not trapped.
+//
 // Cost: the function sources are wrapped once, when this module loads, by wrappers that
 // check a depth counter (outside a seal they just call through). Only the Date constructor is
 // swapped per seal. JavaScript is single-threaded, so nothing else observes a seal.
@@ -34,10 +37,11 @@ function wrap(target: object | undefined, key: string, name: string): void {
   if (target === undefined) return;
   const real = (target as Record<string, unknown>)[key];
   if (typeof real !== 'function') return;
+  // Not writable: a handler that assigns `Math.random = ...` fails instead of disarming the trap.
   Object.defineProperty(target, key, {
     value: guard(name, real as (...args: never[]) => unknown, target),
     configurable: true,
-    writable: true,
+    writable: false,
     enumerable: false,
   });
 }
@@ -47,6 +51,10 @@ wrap(Date, 'now', 'Date.now');
 wrap(globalThis.performance, 'now', 'performance.now');
 wrap(globalThis.crypto, 'getRandomValues', 'crypto.getRandomValues');
 wrap(globalThis.crypto, 'randomUUID', 'crypto.randomUUID');
+if (typeof process !== 'undefined') {
+  wrap(process, 'hrtime', 'process.hrtime');
+  wrap(process.hrtime, 'bigint', 'process.hrtime.bigint');
+}
 
 const RealDate = Date;
 function SealedDate(this: unknown, ...args: unknown[]): unknown {
@@ -65,6 +73,8 @@ export function sealGlobals(): Seal {
   if (outer) {
     violations = [];
     g.Date = SealedDate;
+    // `new Date(0).constructor` must not lead back to the real constructor either.
+    RealDate.prototype.constructor = SealedDate as unknown as DateConstructor;
   }
   depth++;
   const mine = violations;
@@ -73,7 +83,10 @@ export function sealGlobals(): Seal {
     restore() {
       assert(depth > 0, 'sealGlobals: restore without a seal');
       depth--;
-      if (depth === 0) g.Date = RealDate;
+      if (depth === 0) {
+        g.Date = RealDate;
+        RealDate.prototype.constructor = RealDate;
+      }
       assert(depth > 0 || g.Date === RealDate, 'sealGlobals: Date not restored');
     },
   };

@@ -116,3 +116,14 @@ test('privacy code that reaches for Math.random is an assertion failure, not a s
   t.throws(() => view(random, random.initial, 'x'), { instanceOf: AssertionError, message: /called Math\.random/ });
   t.is(typeof Math.random(), 'number');
 });
+
+test('ownedBy on a collection of primitive entries: only $key can name the owner', (t) => {
+  const type = defineDocument({
+    name: 'notes',
+    initial: { notes: { owner: 'mallory', alice: 'alice-private', bob: 'bob-private' } },
+    privacy: { notes: collection(ownedBy('owner')) },
+  });
+  t.deepEqual(view(type, type.initial, 'mallory').notes, {}, 'an entry keyed "owner" does not make its value an owner field');
+  const keyed = defineDocument({ name: 'notes', initial: type.initial, privacy: { notes: collection(ownedBy('$key', 'owner')) } });
+  t.deepEqual(view(keyed, keyed.initial, 'alice').notes, { alice: 'alice-private' });
+});

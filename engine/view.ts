@@ -94,7 +94,7 @@ function viewObject(
       holder = value;
     } else {
       memberRule = rule.item;
-      holder = isObject(member) ? member : value;
+      holder = isObject(member) ? member : NO_FIELDS; // a primitive entry names no owner
     }
     const memberEntryKey = isRecord ? entryKey : key;
     const item = viewValue(memberRule, member, viewer, root, holder, memberEntryKey, prevStateObj?.[key], prevViewObj?.[key]);
@@ -105,6 +105,7 @@ function viewObject(
 }
 
 const HIDDEN: Rule = Object.freeze({ kind: 'hidden', dynamic: false });
+const NO_FIELDS: JsonObject = Object.freeze({}) as JsonObject;
 
 /**
  * The viewer's view of one value; undefined means "leave it out". `holder` is the object that
@@ -231,13 +232,16 @@ export class Audience {
     const previous = this.current;
     if (next === previous) return deltas;
     debugAssert(() => Object.isFrozen(next), 'Audience.advance: states must be persistent, not mutated in place');
+    // Compute every view first and commit only when all succeeded, so a failing document
+    // leaves each viewer's stored view consistent with what that viewer was sent.
     const seal = sealGlobals();
     const cache: DiffCache = new Map();
+    const views = new Map<Viewer, JsonObject>();
     try {
       for (const [viewer, before] of this.views) {
         const after = viewUnsealed(this.type, next, viewer, { state: previous, view: before });
+        views.set(viewer, after);
         const delta = diff(before, after, cache);
-        this.views.set(viewer, after);
         if (isObject(delta) && isEmpty(delta)) continue;
         deltas.set(viewer, delta);
       }
@@ -245,6 +249,7 @@ export class Audience {
       seal.restore();
     }
     assertNoNondeterminism(this.type, seal.names);
+    for (const [viewer, after] of views) this.views.set(viewer, after);
     this.current = next;
     return deltas;
   }

@@ -150,7 +150,7 @@ function nextTurn(players: Table['players'], current: string): string {
 /** The player to move, or a typed rejection. */
 function mustMove(state: Table, ctx: ChannelContext<'not_playing' | 'not_seated' | 'not_your_turn'>): Seated {
   if (state.phase !== 'playing') ctx.reject('not_playing', 'no round is under way');
-  const player = state.players[ctx.viewer];
+  const player = Object.hasOwn(state.players, ctx.viewer) ? state.players[ctx.viewer] : undefined;
   if (player === undefined) ctx.reject('not_seated', 'sit down first');
   if (state.turn !== ctx.viewer) ctx.reject('not_your_turn', `it is ${state.turn}'s turn`);
   return player;

@@ -16,8 +16,13 @@ export type ChatState = {
   messages: Record<string, ChatMessage>;
   /** Public messages ever posted: the next message's serial. */
   messagesMade: number;
-  /** Direct messages keyed by `entryId(serial)`. */
+  /**
+   * Direct messages keyed by a random id from ctx.random: a serial key would tell a recipient
+   * how many direct messages other people had sent.
+   */
   dms: Record<string, DirectMessage>;
+  /** Hidden: `entryId(serial)` -> the random id of direct message number `serial`, for eviction. */
+  dmOrder: Record<string, string>;
   /** Direct messages ever sent (hidden: the count of others' messages is private too). */
   dmsMade: number;
 };
@@ -32,7 +37,7 @@ const viewerId = v.string({ minLength: 1, maxLength: 64 });
 
 export const chat = defineDocument({
   name: 'chat',
-  initial: { topic: '', members: {}, messages: {}, messagesMade: 0, dms: {}, dmsMade: 0 } as ChatState,
+  initial: { topic: '', members: {}, messages: {}, messagesMade: 0, dms: {}, dmOrder: {}, dmsMade: 0 } as ChatState,
   errors: ['not_a_member', 'room_full', 'unknown_recipient'],
   privacy: {
     topic: pub,
@@ -40,6 +45,7 @@ export const chat = defineDocument({
     messages: collection(pub),
     messagesMade: pub,
     dms: collection(ownedBy('from', 'to')),
+    dmOrder: hidden,
     dmsMade: hidden,
   },
   computed: {
@@ -68,7 +74,17 @@ export const chat = defineDocument({
       if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
       if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
       const dm = { from: ctx.viewer, to: payload.to, text: payload.text, at: ctx.now };
-      return { dms: appendBounded(state.dmsMade, dm), dmsMade: state.dmsMade + 1 };
+      const id = randomId(ctx);
+      const serial = state.dmsMade;
+      const dms: Record<string, DirectMessage | null> = { [id]: dm };
+      const dmOrder: Record<string, string | null> = { [entryId(serial)]: id };
+      if (serial >= historyMessagesMax) {
+        const evicted = entryId(serial - historyMessagesMax);
+        dmOrder[evicted] = null;
+        const oldest = Object.hasOwn(state.dmOrder, evicted) ? state.dmOrder[evicted] : undefined;
+        if (oldest !== undefined) dms[oldest] = null;
+      }
+      return { dms, dmOrder, dmsMade: serial + 1 };
     },
   )
   .channel('topic', v.object({ text: v.string({ maxLength: 100 }) }), (state, payload, ctx) => {
@@ -79,6 +95,13 @@ export const chat = defineDocument({
 /** The key of entry number `serial`: "m" and 12 digits, so keys sort in serial order. */
 export function entryId(serial: number): string {
   return `m${String(serial).padStart(12, '0')}`;
+}
+
+/** 16 base-36 characters from the document's seeded PRNG: the same on every replica, unguessable to clients. */
+function randomId(ctx: { randomInt(bound: number): number }): string {
+  let id = 'd';
+  for (let i = 0; i < 16; i++) id += ctx.randomInt(36).toString(36);
+  return id;
 }
 
 /** A patch adding entry number `serial` and evicting entry `serial - historyMessagesMax`. */

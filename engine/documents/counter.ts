@@ -19,12 +19,13 @@ export const counter = defineDocument({
   initial: { value: 0, contributions: {} } as CounterState,
   errors: ['out_of_range', 'too_many_contributors'],
   privacy: { value: pub, contributions: collection(ownedBy('$key')) },
-  computed: { mine: (viewer, state) => state.contributions[viewer] ?? 0 },
+  computed: { mine: (viewer, state) => (Object.hasOwn(state.contributions, viewer) ? state.contributions[viewer] : 0) ?? 0 },
 })
   .channel('add', v.object({ by: v.integer({ min: -1000, max: 1000 }) }), (state, payload, ctx) => {
     const value = state.value + payload.by;
     if (Math.abs(value) > counterValueMax) ctx.reject('out_of_range', `the counter stays within ±${counterValueMax}`);
-    const mine = state.contributions[ctx.viewer];
+    // Own members only: a viewer id such as "toString" must not find Object.prototype's.
+    const mine = Object.hasOwn(state.contributions, ctx.viewer) ? state.contributions[ctx.viewer] : undefined;
     if (mine === undefined && Object.keys(state.contributions).length >= contributorsMax) {
       ctx.reject('too_many_contributors', `a counter keeps at most ${contributorsMax} contributors`);
     }

@@ -2,6 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { movesArb } from '../arbitraries.ts';
 import { execute, type Envelope } from '../execute.ts';
+import { view } from '../view.ts';
 import type { JsonObject } from '../json.ts';
 import { runMoves } from '../workloads.ts';
 import { cardTable, fullDeck, type CardTableState } from './card-table.ts';
@@ -86,4 +87,50 @@ test('counter reset clears every contribution', (t) => {
   ]);
   t.deepEqual(run.final as unknown as CounterState, { contributions: {}, value: 0 });
   t.deepEqual((run.states[2] as JsonObject).contributions, { alice: 5, bob: 10 });
+});
+
+test('chat direct-message keys do not reveal how many direct messages others sent', (t) => {
+  const room = (othersSent: number) => {
+    let state = chat.initial;
+    let seq = 0;
+    const send = (viewer: string, channel: string, payload: unknown) => {
+      const result = execute(chat, state, { doc: 'r', seq: ++seq, timestamp: seq, viewer, channel, payload }, 'e');
+      t.true(result.outcome.ok);
+      state = result.state;
+    };
+    for (const who of ['alice', 'bob', 'carol']) send(who, 'join', {});
+    for (let i = 0; i < othersSent; i++) send('bob', 'dm', { to: 'carol', text: `b${i}` });
+    send('alice', 'dm', { to: 'bob', text: 'hi' });
+    return view(chat, state, 'alice');
+  };
+  const quiet = room(0);
+  const busy = room(7);
+  t.is(Object.keys(quiet.dms as JsonObject).length, 1);
+  t.is(busy.dmsMade, null);
+  t.is(busy.dmOrder, null);
+  t.regex(Object.keys(busy.dms as JsonObject)[0] as string, /^d[0-9a-z]{16}$/);
+});
+
+test('chat keeps at most historyMessagesMax direct messages, evicting the oldest', (t) => {
+  let state = chat.initial;
+  let seq = 0;
+  for (const who of ['alice', 'bob']) state = execute(chat, state, { doc: 'r', seq: ++seq, timestamp: seq, viewer: who, channel: 'join', payload: {} }, 'e').state;
+  for (let i = 0; i < historyMessagesMax + 5; i++) {
+    state = execute(chat, state, { doc: 'r', seq: ++seq, timestamp: seq, viewer: 'alice', channel: 'dm', payload: { to: 'bob', text: `t${i}` } }, 'e').state;
+  }
+  const dms = Object.values((state as unknown as ChatState).dms);
+  t.is(dms.length, historyMessagesMax);
+  t.is(dms[0]?.text, 't5');
+  t.is(Object.keys((state as unknown as ChatState).dmOrder).length, historyMessagesMax);
+});
+
+test('a viewer id such as "toString" or "__proto__" is an ordinary key', (t) => {
+  let state = counter.initial;
+  for (const [seq, viewer] of ['toString', '__proto__', 'constructor'].entries()) {
+    const result = execute(counter, state, { doc: 'c', seq: seq + 1, timestamp: 0, viewer, channel: 'add', payload: { by: 5 } }, 'e');
+    t.true(result.outcome.ok);
+    state = result.state;
+  }
+  t.is(JSON.stringify(state), '{"contributions":{"toString":5,"__proto__":5,"constructor":5},"value":15}');
+  t.is(view(counter, state, 'toString').mine, 5);
 });

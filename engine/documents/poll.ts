@@ -46,7 +46,7 @@ export const poll = defineDocument({
     if (state.owner === '' || state.closed) ctx.reject('not_open', 'the poll is not open');
     if (payload.choice >= state.options.length) ctx.reject('no_such_option', `choose 0..${state.options.length - 1}`);
     const counts = [...state.counts];
-    const previous = state.ballots[ctx.viewer];
+    const previous = Object.hasOwn(state.ballots, ctx.viewer) ? state.ballots[ctx.viewer] : undefined;
     if (previous !== undefined) counts[previous.choice]! -= 1;
     counts[payload.choice]! += 1;
     return { ballots: { [ctx.viewer]: { choice: payload.choice, at: ctx.now } }, counts };

@@ -2,7 +2,7 @@
 // rules and per-viewer computed values. See README.md ("Writing a document type").
 
 import { assert } from './assert.ts';
-import { canonicalize, cloneJson, isObject, type Json, type JsonObject } from './json.ts';
+import { canonicalize, cloneJson, deepFreeze, isObject, type Json, type JsonObject } from './json.ts';
 import type { Validator } from './validate.ts';
 
 /** A viewer is identified by a non-empty string (a user or player id). */
@@ -216,14 +216,6 @@ export class DocumentType<S extends object = any, E extends string = string> {
   get channels(): string[] {
     return [...this.channelsByName.keys()];
   }
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 /** Defines a document type; add channels with `.channel(name, validator, handler)`. */

@@ -10,7 +10,7 @@
 
 import { assert, debugAssert, debugChecks } from './assert.ts';
 import type { ChannelContext, DocumentType, Viewer } from './document.ts';
-import { canonicalize, cloneJson, isObject, isPlainJson, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
+import { canonicalize, cloneJson, deepFreeze, isObject, isPlainJson, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
 import { apply, applyInPlace, change } from './patch.ts';
 import { seededRandom, type Random } from './random.ts';
 import { sealGlobals } from './seal.ts';
@@ -135,7 +135,7 @@ export function execute(
   // returned (a getter, a Proxy or a thenable's `then` is document code too). In debug runs an
   // in-place state is handed over as a frozen copy, so a handler that mutates its input fails
   // the same way on a tail as on a head.
-  const input = options.inPlace === true && debugChecks ? freezeDeep(cloneJson(state)) : state;
+  const input = options.inPlace === true && debugChecks ? deepFreeze(cloneJson(state)) : state;
   let patch: Json | undefined;
   let failure: [code: string, message: string] | undefined;
   const violations = sealGlobals();
@@ -201,14 +201,4 @@ function describe(thrown: unknown): string {
   } catch {
     return Object.prototype.toString.call(thrown);
   }
-}
-
-/** Deep-freezes a mutable copy (debug runs only). */
-function freezeDeep(value: Json): JsonObject {
-  if (typeof value === 'object' && value !== null) {
-    Object.freeze(value);
-    if (Array.isArray(value)) for (const item of value) freezeDeep(item);
-    else for (const key in value) freezeDeep(value[key] as Json);
-  }
-  return value as JsonObject;
 }

@@ -122,6 +122,15 @@ export function cloneJson<T extends Json>(value: T): T {
   return out as T;
 }
 
+/** Freezes a value and everything in it, in every run (unlike `freeze`). */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 /** Structural equality of two JSON values (object key order ignored). */
 export function jsonEqual(a: Json, b: Json): boolean {
   if (a === b) return true;

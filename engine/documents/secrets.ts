@@ -38,22 +38,11 @@ export function findLeaks(typeName: string, state: JsonObject, viewer: string, f
       }
       break;
     }
-    case 'counter': {
-      const shown = frameObject.contributions;
-      if (isObject(shown)) {
-        for (const [id, value] of Object.entries(shown)) {
-          if (id !== viewer && value !== null) leaks.push(`${id}'s contribution reached ${viewer}`);
-        }
-      }
+    case 'counter':
+      othersEntries(frameObject.contributions, viewer, 'contribution', leaks);
       break;
-    }
     case 'poll': {
-      const ballots = frameObject.ballots;
-      if (isObject(ballots)) {
-        for (const [id, ballot] of Object.entries(ballots)) {
-          if (id !== viewer && ballot !== null) leaks.push(`${id}'s ballot reached ${viewer}`);
-        }
-      }
+      othersEntries(frameObject.ballots, viewer, 'ballot', leaks);
       const counts = frameObject.counts;
       if (!state.closed && viewer !== state.owner && counts !== undefined && counts !== null) {
         leaks.push(`the counts of an open poll reached ${viewer}, who does not own it`);
@@ -64,6 +53,14 @@ export function findLeaks(typeName: string, state: JsonObject, viewer: string, f
       throw new Error(`no privacy oracle for document type ${typeName}`);
   }
   return leaks;
+}
+
+/** Leaks from a collection keyed by viewer id in which each viewer may see only their own entry. */
+function othersEntries(shown: Json | undefined, viewer: string, what: string, leaks: string[]): void {
+  if (!isObject(shown)) return;
+  for (const [id, value] of Object.entries(shown)) {
+    if (id !== viewer && value !== null) leaks.push(`${id}'s ${what} reached ${viewer}`);
+  }
 }
 
 function collectStrings(value: Json, into: Set<string>): void {

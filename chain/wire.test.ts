@@ -18,13 +18,19 @@ const envelope = fc.record({
 });
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc
-    .record({ cluster: fc.string(), node: fc.string(), epoch: u64, role: fc.constantFrom('peer' as const, 'client' as const), nonce: fc.uint8Array({ maxLength: 16 }), mac: fc.uint8Array({ maxLength: 32 }) })
+    .record({ cluster: fc.string(), node: fc.string(), epoch: u64, role: fc.constantFrom('peer' as const, 'client' as const, 'admin' as const, 'listener' as const), nonce: fc.uint8Array({ maxLength: 16 }), mac: fc.uint8Array({ maxLength: 32 }) })
     .map((hello) => ({ kind: 'hello' as const, hello })),
-  fc.record({ epoch: u64, envelopes: fc.array(envelope, { maxLength: 4 }) }).map((forward) => ({ kind: 'forward' as const, forward })),
+  fc.record({ chain: fc.string(), epoch: u64, envelopes: fc.array(envelope, { maxLength: 4 }) }).map((forward) => ({ kind: 'forward' as const, forward })),
   fc
-    .record({ epoch: u64, deltas: fc.array(fc.record({ doc: fc.string(), seq: u64, redoJson: fc.json(), undoJson: fc.json(), outcomeJson: fc.json() }), { maxLength: 4 }) })
+    .record({
+      chain: fc.string(),
+      epoch: u64,
+      deltas: fc.array(fc.record({ doc: fc.string(), seq: u64, redoJson: fc.json(), undoJson: fc.json(), outcomeJson: fc.json(), clientId: fc.string(), clientSeq: u64 }), { maxLength: 4 }),
+    })
     .map((back) => ({ kind: 'back' as const, back })),
-  fc.record({ code: fc.string(), message: fc.string(), retryable: fc.boolean(), fatal: fc.boolean() }).map((failure) => ({ kind: 'failure' as const, failure })),
+  fc
+    .record({ code: fc.string(), message: fc.string(), retryable: fc.boolean(), fatal: fc.boolean(), requestId: u64, epoch: u64, hint: fc.string() })
+    .map((failure) => ({ kind: 'failure' as const, failure })),
 );
 
 /** Comparable text: byte arrays as number arrays, object keys sorted. */
@@ -62,7 +68,7 @@ test('an oversized frame is refused as soon as its header arrives, without buffe
 });
 
 test('a stream that ends inside a frame is a truncated_frame error', (t) => {
-  const bytes = frame(encodeFrame({ kind: 'failure', failure: { code: 'busy', message: 'm', retryable: true, fatal: false } }));
+  const bytes = frame(encodeFrame({ kind: 'failure', failure: { code: 'busy', message: 'm', retryable: true, fatal: false, requestId: 0, epoch: 0, hint: '' } }));
   const reader = new FrameReader();
   t.deepEqual(reader.push(bytes.subarray(0, bytes.length - 1)), []);
   t.is(t.throws(() => reader.end(), { instanceOf: WireError }).code, 'truncated_frame');

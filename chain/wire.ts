@@ -8,11 +8,14 @@ import { WireError } from './framing.ts';
 const root = protobuf.parse(readFileSync(new URL('./wire.proto', import.meta.url), 'utf8'), { keepCase: false }).root;
 const FrameType = root.lookupType('adamachain.Frame');
 
+export type Role = 'listener' | 'peer' | 'client' | 'admin';
+const roles: readonly string[] = ['listener', 'peer', 'client', 'admin'];
+
 export interface Hello {
   cluster: string;
   node: string;
   epoch: number;
-  role: 'peer' | 'client';
+  role: Role;
   nonce: Uint8Array;
   mac: Uint8Array;
 }
@@ -27,33 +30,153 @@ export interface WireEnvelope {
   clientId: string;
   clientSeq: number;
 }
-export interface Forward {
-  epoch: number;
-  envelopes: WireEnvelope[];
-}
 export interface WireDelta {
   doc: string;
   seq: number;
   redoJson: string;
   undoJson: string;
   outcomeJson: string;
+  clientId: string;
+  clientSeq: number;
+}
+export interface DocSeq {
+  doc: string;
+  docType: string;
+  seq: number;
+}
+export interface DocCatchup {
+  doc: string;
+  docType: string;
+  snapshotSeq: number;
+  snapshotJson: string;
+  dedupeJson: string;
+  deltas: WireDelta[];
+}
+export interface Attach {
+  chain: string;
+  epoch: number;
+  applied: DocSeq[];
+}
+export interface Sync {
+  chain: string;
+  epoch: number;
+  applied: DocSeq[];
+}
+export interface Catchup {
+  chain: string;
+  epoch: number;
+  docs: DocCatchup[];
+}
+export interface Forward {
+  chain: string;
+  epoch: number;
+  envelopes: WireEnvelope[];
 }
 export interface Back {
+  chain: string;
   epoch: number;
   deltas: WireDelta[];
+}
+export interface Member {
+  node: string;
+  address: string;
+  sinceEpoch: number;
+}
+export interface Configure {
+  chain: string;
+  epoch: number;
+  members: Member[];
+  requestId: number;
+}
+export interface StatusRequest {
+  requestId: number;
+  includeState: boolean;
+}
+export interface Status {
+  requestId: number;
+  json: string;
+}
+export interface Submit {
+  requestId: number;
+  chain: string;
+  doc: string;
+  docType: string;
+  channel: string;
+  payloadJson: string;
+  clientId: string;
+  clientSeq: number;
+  viewer: string;
+}
+export interface Ack {
+  requestId: number;
+  seq: number;
+  outcomeJson: string;
+  duplicate: boolean;
+}
+export interface Subscribe {
+  requestId: number;
+  chain: string;
+  doc: string;
+  docType: string;
+  viewer: string;
+}
+export interface Unsubscribe {
+  doc: string;
+  viewer: string;
+}
+export type ViewKind = 'full' | 'speculative' | 'confirmed' | 'rollback';
+export interface ViewUpdate {
+  requestId: number;
+  doc: string;
+  viewer: string;
+  kind: ViewKind;
+  seq: number;
+  json: string;
+  confirmedJson: string;
 }
 export interface Failure {
   code: string;
   message: string;
   retryable: boolean;
   fatal: boolean;
+  requestId: number;
+  epoch: number;
+  hint: string;
 }
 
-export type Frame =
-  | { kind: 'hello'; hello: Hello }
-  | { kind: 'forward'; forward: Forward }
-  | { kind: 'back'; back: Back }
-  | { kind: 'failure'; failure: Failure };
+export interface FrameBodies {
+  hello: Hello;
+  failure: Failure;
+  attach: Attach;
+  sync: Sync;
+  catchup: Catchup;
+  forward: Forward;
+  back: Back;
+  configure: Configure;
+  statusRequest: StatusRequest;
+  status: Status;
+  submit: Submit;
+  ack: Ack;
+  subscribe: Subscribe;
+  unsubscribe: Unsubscribe;
+  viewUpdate: ViewUpdate;
+}
+export type FrameKind = keyof FrameBodies;
+export type Frame = { [K in FrameKind]: { kind: K } & { [P in K]: FrameBodies[K] } }[FrameKind];
+const kinds: ReadonlySet<string> = new Set<FrameKind>([
+  'hello', 'failure', 'attach', 'sync', 'catchup', 'forward', 'back', 'configure',
+  'statusRequest', 'status', 'submit', 'ack', 'subscribe', 'unsubscribe', 'viewUpdate',
+]);
+
+/** Builds a frame: `make('ack', {...})`. */
+export function make<K extends FrameKind>(kind: K, body: FrameBodies[K]): Frame {
+  return { kind, [kind]: body } as unknown as Frame;
+}
+
+/** A failure frame with defaults for the optional fields. */
+export function failure(code: string, message: string, options: Partial<Omit<Failure, 'code' | 'message'>> = {}): Frame {
+  return make('failure', { code, message, retryable: false, fatal: false, requestId: 0, epoch: 0, hint: '', ...options });
+}
 
 export function encodeFrame(frame: Frame): Uint8Array {
   const body = { [frame.kind]: (frame as unknown as Record<string, unknown>)[frame.kind] };
@@ -76,21 +199,12 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     throw new WireError('malformed_frame', `not a protobuf Frame: ${(error as Error).message}`);
   }
   const kind = object.body;
-  switch (kind) {
-    case 'hello': {
-      const hello = object.hello as Hello;
-      if (hello.role !== 'peer' && hello.role !== 'client') {
-        throw new WireError('malformed_frame', `hello role must be "peer" or "client", not ${JSON.stringify(hello.role)}`);
-      }
-      return { kind, hello };
+  if (typeof kind !== 'string' || !kinds.has(kind)) throw new WireError('malformed_frame', 'the frame has no body');
+  if (kind === 'hello') {
+    const role = (object.hello as Hello).role;
+    if (!roles.includes(role)) {
+      throw new WireError('malformed_frame', `hello role must be one of ${roles.join(', ')}, not ${JSON.stringify(role)}`);
     }
-    case 'forward':
-      return { kind, forward: object.forward as Forward };
-    case 'back':
-      return { kind, back: object.back as Back };
-    case 'failure':
-      return { kind, failure: object.failure as Failure };
-    default:
-      throw new WireError('malformed_frame', 'the frame has no body');
   }
+  return { kind, [kind]: object[kind] } as unknown as Frame;
 }

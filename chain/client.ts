@@ -239,7 +239,7 @@ export interface ChainStatus {
   chain: string;
   epoch: number;
   role: string;
-  members: string[];
+  members: { node: string; address: string; sinceEpoch: number }[];
   synced: boolean;
   ready: boolean;
   queued: number;

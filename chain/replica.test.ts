@@ -123,7 +123,7 @@ for (const k of [1, 2, 3]) {
     t.is(acks.size, 20);
     t.deepEqual(bench.failures(), []);
     const digests = bench.digests(nodes);
-    for (const d of digests) t.is(d, digests[0]);
+    for (const d of digests) t.is(d, digests[0] ?? "");
     const status = bench.replica(nodes[nodes.length - 1] ?? 'n1').status(true) as { docs: { doc: string; appliedSeq: number; state: { value: number } }[] };
     t.deepEqual(
       status.docs.map((d) => [d.doc, d.appliedSeq, d.state.value]),

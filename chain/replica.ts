@@ -286,7 +286,7 @@ export class Replica {
       chain: this.chain,
       epoch: this.epoch,
       role: this.role,
-      members: this.members.map((m) => m.node),
+      members: this.members.map((m) => ({ node: m.node, address: m.address, sinceEpoch: m.sinceEpoch })),
       synced: this.synced,
       ready: this.ready,
       succ: this.succState,

@@ -136,7 +136,7 @@ class RequestConnection {
 }
 
 export class ChainClient extends RequestConnection {
-  private readonly subscriptions = new Map<number, (update: ViewUpdate) => void>();
+  private readonly subscriptions = new Map<number, { doc: string; viewer: string; onUpdate: (update: ViewUpdate) => void }>();
 
   static async connect(address: string, options: ClientOptions): Promise<ChainClient> {
     const connection = await Connection.dial(address, {
@@ -165,7 +165,7 @@ export class ChainClient extends RequestConnection {
     let id = 0;
     const frame = await this.request((requestId) => {
       id = requestId;
-      this.subscriptions.set(requestId, onUpdate);
+      this.subscriptions.set(requestId, { doc: r.doc, viewer: r.viewer, onUpdate });
       return make('subscribe', { requestId, chain: r.chain, doc: r.doc, docType: r.docType, viewer: r.viewer });
     }).catch((error: unknown) => {
       this.subscriptions.delete(id);
@@ -176,19 +176,20 @@ export class ChainClient extends RequestConnection {
   }
 
   unsubscribe(doc: string, viewer: string): void {
+    for (const [id, sub] of this.subscriptions) if (sub.doc === doc && sub.viewer === viewer) this.subscriptions.delete(id);
     this.connection.send(make('unsubscribe', { doc, viewer }));
   }
 
   protected override receive(frame: Frame): void {
     if (frame.kind === 'viewUpdate' && !this.pending.has(frame.viewUpdate.requestId)) {
-      this.subscriptions.get(frame.viewUpdate.requestId)?.(frame.viewUpdate);
+      this.subscriptions.get(frame.viewUpdate.requestId)?.onUpdate(frame.viewUpdate);
       return;
     }
     if (frame.kind === 'failure' && this.subscriptions.has(frame.failure.requestId) && !this.pending.has(frame.failure.requestId)) {
       // A subscription ended (e.g. not_head after a failover): tell its handler.
       const handler = this.subscriptions.get(frame.failure.requestId);
       this.subscriptions.delete(frame.failure.requestId);
-      handler?.({ requestId: frame.failure.requestId, doc: '', viewer: '', kind: 'rollback', seq: 0, json: '', confirmedJson: JSON.stringify({ error: frame.failure.code }) });
+      handler?.onUpdate({ requestId: frame.failure.requestId, doc: '', viewer: '', kind: 'rollback', seq: 0, json: '', confirmedJson: JSON.stringify({ error: frame.failure.code }) });
       return;
     }
     super.receive(frame);

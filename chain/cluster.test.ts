@@ -137,6 +137,11 @@ test.serial('restart recovery: a SIGKILLed node recovers its state and dedupe ta
     const before = await chainStatus((c.nodes.get('n1') as NodeProcess).address);
     await (c.nodes.get('n1') as NodeProcess).kill('SIGKILL');
     const restarted = await c.start('n1');
+    // Straight after recovery, before any new configuration, it serves as the head it was.
+    const watcher = await ChainClient.connect(restarted.address, opts);
+    const full = await watcher.subscribe({ chain: 'c1', doc: 'doc-r', docType: 'counter', viewer: 'r1' }, () => {});
+    t.deepEqual([full.seq, JSON.parse(full.confirmedJson).value], [30, 60]);
+    watcher.close();
     // The new process has a new port: re-issue the configuration with it (next epoch).
     const config = c.manager.config;
     const manager = new ChainManager({ ...config, epoch: config.epoch + 1, members: config.members.map((m) => ({ ...m, address: restarted.address })) }, opts);

@@ -339,15 +339,16 @@ export class ChainNode {
   }
   private waiters: (() => void)[] = [];
 
-  /** A replica assertion failure is a bug: log it loudly and stop this process. */
+  /**
+   * A replica assertion failure is a bug: log it and exit at once with code 70 (the store is
+   * crash-safe; recovery takes over), rather than run on with a broken invariant.
+   */
   private guard<T>(run: () => T): T {
     try {
       return run();
     } catch (error) {
       this.log(`FATAL: ${(error as Error).stack ?? String(error)}`);
-      process.exitCode = 70;
-      void this.stop().finally(() => process.exit(70));
-      throw error;
+      process.exit(70);
     }
   }
 

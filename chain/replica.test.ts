@@ -3,8 +3,9 @@
 // the protocol logic in isolation; cluster.test.ts runs the same code as real processes.
 
 import test from 'ava';
+import { MemoryLevel } from 'memory-level';
 import { Replica, type ClientRef } from './replica.ts';
-import type { Batch, ChainConfig } from './store.ts';
+import { recover, writeBatch, type Batch, type ChainConfig, type Store } from './store.ts';
 import type { Frame, Member } from './wire.ts';
 
 interface Sent {
@@ -52,10 +53,11 @@ class Bench {
   }
 
   /** Delivers frames and completes writes until nothing moves. */
-  pump(options: { durable?: boolean } = {}): void {
+  pump(options: { durable?: boolean; until?: () => boolean } = {}): void {
     for (let round = 0; round < 10_000; round++) {
       let moved = false;
       for (const [node, r] of this.replicas) {
+        if (options.until?.() === true) return;
         if (options.durable !== false) {
           for (let batch = r.takeBatch(); batch !== undefined; batch = r.takeBatch()) {
             this.batches.set(node, [...(this.batches.get(node) ?? []), batch]);
@@ -260,4 +262,37 @@ test('stale epochs are refused and a busy document answers with a retryable erro
     limited.clientFrames.filter((c) => c.frame.kind === 'failure').map((c) => (c.frame.kind === 'failure' ? [c.frame.failure.code, c.frame.failure.retryable] : [])),
     [['busy', true]],
   );
+});
+
+test('a head restarted after losing an unsynced, already forwarded queue append gets it back from its successor', async (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 1, 'client-1', 1);
+  bench.pump();
+  // Message 2: n1 forwards it, but n1's own write never reaches the disk.
+  bench.submit('n1', 2, 'doc-a', 10, 'client-1', 2);
+  for (const frame of bench.replica('n1').drain().succ) t.is(bench.replica('n2').fromPred(frame, 'n1'), undefined);
+  bench.replica('n2').drain(); // and n2's forward to n3 is lost: only n2's queue holds message 2
+  // Restart n1 from what is durable: every batch it completed, not the one in progress.
+  const store = new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as Store;
+  for (const batch of bench.batches.get('n1') ?? []) await writeBatch(store, batch, true);
+  const recovered = (await recover(store)).get('c1');
+  t.is((recovered?.docs.get('doc-a')?.queue ?? []).length, 0, 'the lost append is not on n1');
+  bench.replicas.set('n1', new Replica('n1', 'c1', 'test-cluster', recovered));
+  bench.configure(['n1', 'n2', 'n3']); // the manager re-issues the chain (next epoch)
+  bench.replica('n1').linkUp();
+  // Submit the moment n1 can sequence again, before message 2's delta can come back.
+  bench.pump({ until: () => bench.replica('n1').ready });
+  // A new message must get seq 3, not a second seq 2.
+  bench.submit('n1', 3, 'doc-a', 100, 'client-2', 1);
+  bench.submit('n1', 4, 'doc-a', 10, 'client-1', 2); // the resend of message 2
+  bench.pump();
+  const acks = bench.acks();
+  t.deepEqual([acks.get(3)?.seq, acks.get(4)?.seq, acks.get(4)?.duplicate], [3, 2, true]);
+  const digests = bench.digests(['n1', 'n2', 'n3']);
+  t.is(digests[0], digests[1]);
+  t.is(digests[0], digests[2]);
+  const state = (bench.replica('n1').status(true) as { docs: { state: { value: number } }[] }).docs[0]?.state;
+  t.is(state?.value, 111);
 });

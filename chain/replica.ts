@@ -177,6 +177,7 @@ export class Replica {
   private attachSentAt = 0;
   private predState: 'none' | 'pending' | 'answered' = 'none';
   private predApplied = new Map<string, number>();
+  private predLast = new Map<string, number>();
   private now = 0;
 
   // Group commit.
@@ -210,6 +211,8 @@ export class Replica {
       assert(recovered.chain === chain, 'Replica: recovered contents of another chain');
       this.config = recovered.config;
       for (const r of recovered.docs.values()) this.adoptRecovered(r);
+      const isHead = this.role === 'head' || this.role === 'single';
+      for (const doc of this.docs.values()) this.setPersistent(doc, isHead);
     }
   }
 
@@ -419,6 +422,7 @@ export class Replica {
     this.backPending = [];
     this.predState = 'none';
     this.predApplied = new Map();
+    this.predLast = new Map();
     if (this.successor?.node !== oldSucc) this.succLinkUp = false;
     this.succState = 'down';
 
@@ -487,6 +491,7 @@ export class Replica {
     } else {
       this.predState = 'none';
       this.predApplied = new Map();
+      this.predLast = new Map();
       this.backPending = [];
     }
   }
@@ -501,7 +506,7 @@ export class Replica {
 
   private sendAttach(): void {
     const applied: DocSeq[] = [];
-    for (const doc of this.docs.values()) applied.push({ doc: doc.id, docType: doc.type.name, seq: doc.appliedSeq });
+    for (const doc of this.docs.values()) applied.push({ doc: doc.id, docType: doc.type.name, seq: doc.appliedSeq, lastSeq: lastSeqOf(doc) });
     this.outSucc.push(make('attach', { chain: this.chain, epoch: this.epoch, applied }));
     this.succState = 'attaching';
     this.attachSentAt = this.now;
@@ -529,6 +534,7 @@ export class Replica {
         if (rejection !== undefined) return rejection;
         this.predState = 'pending';
         this.predApplied = new Map(frame.attach.applied.map((d) => [d.doc, d.seq]));
+        this.predLast = new Map(frame.attach.applied.map((d) => [d.doc, d.lastSeq]));
         if (this.synced) this.answerPred();
         return undefined;
       }
@@ -552,6 +558,10 @@ export class Replica {
         }
         return undefined;
       }
+      case 'failure':
+        // The predecessor refused something we sent (e.g. a stale epoch): it closes the link.
+        this.linkDown('pred');
+        return undefined;
       default:
         return protocol(`a predecessor may not send ${frame.kind}`);
     }
@@ -580,6 +590,22 @@ export class Replica {
       }
       case 'sync': {
         if (this.succState !== 'attaching') return protocol('sync without an Attach');
+        // Queued messages this node lost (unsynced appends before a restart) come back first.
+        for (const envelope of frame.sync.envelopes) {
+          const found = this.docFor(envelope.doc, envelope.docType);
+          if (!isDoc(found)) return protocol(`${found.code}: ${found.message}`);
+          const last = lastSeqOf(found);
+          if (envelope.seq <= found.appliedSeq) continue;
+          if (envelope.seq <= last) {
+            const mine = found.queue[envelope.seq - found.appliedSeq - 1] as WireEnvelope;
+            if (mine.clientId !== envelope.clientId || mine.clientSeq !== envelope.clientSeq || mine.payloadJson !== envelope.payloadJson) {
+              return protocol(`queue entry ${found.id}@${envelope.seq} differs from the successor's: histories diverged`);
+            }
+            continue;
+          }
+          if (envelope.seq !== last + 1) return protocol(`sync gap on ${found.id}: got ${envelope.seq} after ${last}`);
+          this.enqueue(found, envelope);
+        }
         const theirs = new Map(frame.sync.applied.map((d) => [d.doc, d.seq]));
         for (const [doc, seq] of theirs) {
           const mine = this.docs.get(doc);
@@ -619,10 +645,14 @@ export class Replica {
     assert(this.predState === 'pending' && this.synced, 'Replica.answerPred: not ready to answer');
     const catchups: DocCatchup[] = [];
     const applied: DocSeq[] = [];
+    const envelopes: WireEnvelope[] = [];
     for (const doc of this.docs.values()) {
-      applied.push({ doc: doc.id, docType: doc.type.name, seq: doc.appliedSeq });
+      applied.push({ doc: doc.id, docType: doc.type.name, seq: doc.appliedSeq, lastSeq: lastSeqOf(doc) });
       const c = this.buildCatchup(doc, this.predApplied.get(doc.id) ?? 0);
       if (c !== undefined) catchups.push(c);
+      // Queue entries past the predecessor's last seq: it lost them in a restart.
+      const from = Math.max(this.predLast.get(doc.id) ?? 0, doc.appliedSeq);
+      for (const entry of doc.queue) if (entry.seq > from) envelopes.push(entry);
     }
     this.predState = 'answered';
     const epoch = this.epoch;
@@ -630,7 +660,7 @@ export class Replica {
       if (this.epoch !== epoch || this.predState !== 'answered') return;
       this.flushPeerItems(); // frames queued before the answer go before it
       for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outPred.push(make('catchup', { chain: this.chain, epoch, docs }));
-      this.outPred.push(make('sync', { chain: this.chain, epoch, applied }));
+      this.outPred.push(make('sync', { chain: this.chain, epoch, applied, envelopes }));
     });
   }
 

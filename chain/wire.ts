@@ -43,6 +43,7 @@ export interface DocSeq {
   doc: string;
   docType: string;
   seq: number;
+  lastSeq: number;
 }
 export interface DocCatchup {
   doc: string;
@@ -61,6 +62,7 @@ export interface Sync {
   chain: string;
   epoch: number;
   applied: DocSeq[];
+  envelopes: WireEnvelope[];
 }
 export interface Catchup {
   chain: string;

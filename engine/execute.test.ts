@@ -240,6 +240,8 @@ test('error: document code has no route to Math.random, Date.now, new Date(), pe
     ['performance.now', () => performance.now()],
     ['crypto.randomUUID', () => crypto.randomUUID()],
     ['crypto.getRandomValues', () => crypto.getRandomValues(new Uint8Array(4))],
+    ['process.hrtime', () => process.hrtime()],
+    ['process.hrtime.bigint', () => process.hrtime.bigint()],
   ];
   for (const [name, call] of sources) {
     const type = defineDocument({ name: 'cheater', initial: { n: 0 }, privacy: { n: pub } }).channel(
@@ -259,6 +261,7 @@ test('error: document code has no route to Math.random, Date.now, new Date(), pe
   // The traps are gone afterwards, and a date from a timestamp is still allowed inside.
   t.is(typeof Math.random(), 'number');
   t.true(Date.now() > 0);
+  t.is(typeof process.hrtime.bigint(), 'bigint', 'sealing keeps process.hrtime.bigint for the rest of the process');
   const dated = defineDocument({ name: 'dated', initial: { y: 0 }, privacy: { y: pub } }).channel('go', v.object({}), (_s, _p, ctx) => ({
     y: new Date(ctx.now).getUTCFullYear(),
   }));

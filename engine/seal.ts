@@ -52,8 +52,11 @@ wrap(globalThis.performance, 'now', 'performance.now');
 wrap(globalThis.crypto, 'getRandomValues', 'crypto.getRandomValues');
 wrap(globalThis.crypto, 'randomUUID', 'crypto.randomUUID');
 if (typeof process !== 'undefined') {
-  wrap(process, 'hrtime', 'process.hrtime');
+  // bigint first, on the real function, then carry it over to the wrapper of hrtime itself.
   wrap(process.hrtime, 'bigint', 'process.hrtime.bigint');
+  const bigint = process.hrtime.bigint;
+  wrap(process, 'hrtime', 'process.hrtime');
+  Object.defineProperty(process.hrtime, 'bigint', { value: bigint, configurable: true, writable: false, enumerable: false });
 }
 
 const RealDate = Date;

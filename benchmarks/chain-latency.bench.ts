@@ -20,7 +20,7 @@ Commit latency (submit -> ack, durable on every replica) for chains of k = 1, 2,
 processes with sync writes. Each round runs every k for S seconds (default 3); R rounds
 (default 3); C closed-loop clients (default 16) over D counter documents (default 16).
 --no-sync writes without fsync (isolates network and CPU costs).
-Prints a table and writes benchmarks/results/chain-latency.json (-nosync.json).`;
+Prints a table and writes benchmarks/results/chain-latency[-cC][-nosync].json (-cC when C != 16).`;
 
 const args = parseArgs(process.argv.slice(2), usage, { seconds: 'number', rounds: 'number', clients: 'number', docs: 'number', 'no-sync': 'flag' });
 const syncWrites = args['no-sync'] !== true;
@@ -90,5 +90,6 @@ const summary = ks.map((k) => {
 const k1 = summary[0]?.p50Ms ?? NaN;
 const rows = summary.map((s) => ({ ...s, p50VsK1: Number((s.p50Ms / k1).toFixed(2)) }));
 printTable(rows);
-const file = writeResults(syncWrites ? 'chain-latency' : 'chain-latency-nosync', { settings: { seconds, rounds, clients, docs, syncWrites }, summary: rows, perRound });
+const name = `chain-latency${clients === 16 ? '' : `-c${clients}`}${syncWrites ? '' : '-nosync'}`;
+const file = writeResults(name, { settings: { seconds, rounds, clients, docs, syncWrites }, summary: rows, perRound });
 console.log(`wrote ${file}`);

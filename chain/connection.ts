@@ -62,6 +62,7 @@ export class Connection {
   private early: Frame[] = [];
   private onCloseHandler: CloseHandler = () => {};
   private closed = false;
+  private corked = false;
   private readonly reader: FrameReader;
   private readonly frameBytesMax: number;
   private readonly sendBufferBytesMax: number;
@@ -123,6 +124,15 @@ export class Connection {
       // Our own frame is too large: a bug or an unbounded input upstream; fail loudly here.
       this.fail('frame_too_large', (error as Error).message);
       return;
+    }
+    // Frames sent in one turn of the event loop leave in one writev (per-connection batching).
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
     }
     this.socket.write(bytes);
     if (this.socket.writableLength > this.sendBufferBytesMax) {

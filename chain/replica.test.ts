@@ -276,6 +276,7 @@ test('a head restarted after losing an unsynced, already forwarded queue append 
   bench.replica('n2').drain(); // and n2's forward to n3 is lost: only n2's queue holds message 2
   // Restart n1 from what is durable: every batch it completed, not the one in progress.
   const store = new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as Store;
+  await store.open();
   for (const batch of bench.batches.get('n1') ?? []) await writeBatch(store, batch, true);
   const recovered = (await recover(store)).get('c1');
   t.is((recovered?.docs.get('doc-a')?.queue ?? []).length, 0, 'the lost append is not on n1');

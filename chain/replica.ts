@@ -820,16 +820,33 @@ export class Replica {
   }
 
   private remember(doc: Doc, clientId: string, entry: DedupeEntry): void {
-    const window = doc.dedupe.get(clientId);
-    const next = window === undefined ? [entry] : [...window, entry];
-    if (next.length > this.limits.dedupeWindowMax) next.shift();
-    doc.dedupe.delete(clientId);
-    doc.dedupe.set(clientId, next); // most recent last
-    this.put(keys.dedupe(this.chain, doc.id, clientId), JSON.stringify(next));
+    let window = doc.dedupe.get(clientId);
+    if (window === undefined) window = [];
+    else doc.dedupe.delete(clientId);
+    doc.dedupe.set(clientId, window); // most recently used last
+    // Sorted by clientSeq, as recovery reads the keys back; the lowest is evicted first.
+    let at = window.length;
+    while (at > 0 && (window[at - 1] as DedupeEntry)[0] > entry[0]) at--;
+    window.splice(at, 0, entry);
+    this.put(keys.dedupe(this.chain, doc.id, clientId, entry[0]), JSON.stringify([entry[1], entry[2]]));
+    if (window.length > this.limits.dedupeWindowMax) {
+      const evicted = window.shift() as DedupeEntry;
+      this.del(keys.dedupe(this.chain, doc.id, clientId, evicted[0]));
+    }
     if (doc.dedupe.size > this.limits.dedupeClientsMax) {
       const [oldest] = doc.dedupe.keys() as IterableIterator<string>;
-      doc.dedupe.delete(oldest as string);
-      this.del(keys.dedupe(this.chain, doc.id, oldest as string));
+      this.forgetClient(doc, oldest as string);
+    }
+  }
+
+  private forgetClient(doc: Doc, clientId: string): void {
+    for (const e of doc.dedupe.get(clientId) ?? []) this.del(keys.dedupe(this.chain, doc.id, clientId, e[0]));
+    doc.dedupe.delete(clientId);
+  }
+
+  private writeDedupe(doc: Doc): void {
+    for (const [client, window] of doc.dedupe) {
+      for (const e of window) this.put(keys.dedupe(this.chain, doc.id, client, e[0]), JSON.stringify([e[1], e[2]]));
     }
   }
 
@@ -946,7 +963,7 @@ export class Replica {
       const dedupe = JSON.parse(dc.dedupeJson) as [string, DedupeEntry[]][];
       if (!isObject(state) || !Array.isArray(dedupe)) return protocol(`snapshot of ${doc.id} is not a state`);
       for (let seq = doc.logFrom; seq <= doc.appliedSeq; seq++) this.del(keys.log(this.chain, doc.id, seq));
-      for (const client of doc.dedupe.keys()) this.del(keys.dedupe(this.chain, doc.id, client));
+      for (const client of [...doc.dedupe.keys()]) this.forgetClient(doc, client);
       while (doc.queue.length > 0 && (doc.queue[0] as WireEnvelope).seq <= dc.snapshotSeq) this.shiftQueue(doc, (doc.queue[0] as WireEnvelope).seq);
       doc.state = doc.persistent ? deepFreeze(state) : state;
       doc.appliedSeq = dc.snapshotSeq;
@@ -954,7 +971,7 @@ export class Replica {
       doc.logFrom = dc.snapshotSeq + 1;
       doc.log = [];
       doc.dedupe = new Map(dedupe);
-      for (const [client, window] of doc.dedupe) this.put(keys.dedupe(this.chain, doc.id, client), JSON.stringify(window));
+      this.writeDedupe(doc);
       this.put(keys.snapshot(this.chain, doc.id), JSON.stringify({ seq: doc.snapshotSeq, stateJson: dc.snapshotJson }));
       this.writeMeta(doc);
       // Waiters of seqs covered by the snapshot cannot learn their outcome here: they resend

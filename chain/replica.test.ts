@@ -4,6 +4,7 @@
 
 import test from 'ava';
 import { MemoryLevel } from 'memory-level';
+import { canonicalJson } from '../engine/json.ts';
 import { Replica, type ClientRef } from './replica.ts';
 import { recover, writeBatch, type Batch, type ChainConfig, type Store } from './store.ts';
 import type { Frame, Member } from './wire.ts';
@@ -296,4 +297,26 @@ test('a head restarted after losing an unsynced, already forwarded queue append 
   t.is(digests[0], digests[2]);
   const state = (bench.replica('n1').status(true) as { docs: { state: { value: number } }[] }).docs[0]?.state;
   t.is(state?.value, 111);
+});
+
+test('subscribers get a full view, then speculative deltas at once and confirmed ones after the commit, filtered per viewer', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  const head = bench.replica('n1');
+  head.subscribe(11, { requestId: 1, chain: 'c1', doc: 'doc-v', docType: 'counter', viewer: 'alice' });
+  head.subscribe(12, { requestId: 2, chain: 'c1', doc: 'doc-v', docType: 'counter', viewer: 'bob' });
+  bench.submit('n1', 5, 'doc-v', 7); // viewer alice
+  const early = head.drain();
+  bench.clientFrames.push(...early.clients);
+  const kinds = (to: number): string[] =>
+    bench.clientFrames.filter((c) => c.to === to && c.frame.kind === 'viewUpdate').map((c) => (c.frame.kind === 'viewUpdate' ? `${c.frame.viewUpdate.kind}:${canonicalJson(JSON.parse(c.frame.viewUpdate.json))}` : ''));
+  t.deepEqual(kinds(11), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"contributions":{"alice":7},"mine":7,"value":7}']);
+  t.deepEqual(kinds(12), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"value":7}'], "bob never sees alice's contribution");
+  t.false(bench.clientFrames.some((c) => c.frame.kind === 'ack'), 'not committed yet');
+  for (const frame of early.succ) t.is(bench.replica('n2').fromPred(frame, 'n1'), undefined);
+  bench.pump();
+  t.deepEqual(kinds(11).slice(2), ['confirmed:{"contributions":{"alice":7},"mine":7,"value":7}']);
+  t.deepEqual(kinds(12).slice(2), ['confirmed:{"value":7}']);
+  t.is(bench.acks().get(5)?.seq, 1);
 });

@@ -39,6 +39,7 @@ import { canonicalJson, cloneJson, deepFreeze, isObject, utf8Length, type Json, 
 import { apply, applyInPlace } from '../engine/patch.ts';
 import { Speculation } from '../engine/speculation.ts';
 import { Audience } from '../engine/view.ts';
+import { isPlanted } from './planted.ts';
 import { idPattern, keys, type Batch, type ChainConfig, type DedupeEntry, type Op, type RecoveredChain, type RecoveredDoc } from './store.ts';
 import {
   failure,
@@ -167,6 +168,8 @@ const clientKey = (clientId: string, clientSeq: number): string => `${clientId}\
 
 export class Replica {
   readonly limits: ReplicaLimits;
+  /** Observation only (the simulator records what heads sequence); never changes behaviour. */
+  onSequenced: ((envelope: WireEnvelope) => void) | undefined;
   private config: ChainConfig | undefined;
   private readonly docs = new Map<string, Doc>();
   private queuedTotal = 0;
@@ -265,6 +268,29 @@ export class Replica {
     return this.releases.length - this.releaseHead;
   }
 
+  /** Cheap per-document seqs, for invariant checks that run on every event. */
+  seqs(): Map<string, { applied: number; last: number }> {
+    const out = new Map<string, { applied: number; last: number }>();
+    for (const doc of this.docs.values()) out.set(doc.id, { applied: doc.appliedSeq, last: lastSeqOf(doc) });
+    return out;
+  }
+
+  /** The successor link has finished this epoch's sync. */
+  get succSynced(): boolean {
+    return this.succState === 'synced';
+  }
+
+  /** A document's applied state, its log and (at a head with subscribers) the speculative state. Read-only. */
+  peek(docId: string): { type: DocumentType; state: JsonObject; log: readonly WireDelta[]; logFrom: number; speculative: JsonObject | undefined; confirmed: JsonObject | undefined } | undefined {
+    const doc = this.docs.get(docId);
+    if (doc === undefined) return undefined;
+    return { type: doc.type, state: doc.state, log: doc.log, logFrom: doc.logFrom, speculative: doc.view?.speculation.speculative, confirmed: doc.view?.speculation.confirmed };
+  }
+
+  documents(): string[] {
+    return [...this.docs.keys()];
+  }
+
   status(includeState = false): JsonObject {
     const docs: Json[] = [];
     for (const doc of [...this.docs.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
@@ -326,7 +352,7 @@ export class Replica {
 
   /** Runs `run` once batch `batch` is durable, after every action deferred before it (FIFO). */
   private afterDurable(batch: number, run: () => void): void {
-    if (this.pendingReleases === 0 && batch <= this.durableBatchId) {
+    if (isPlanted('early-back') || (this.pendingReleases === 0 && batch <= this.durableBatchId)) {
       run();
       return;
     }
@@ -397,10 +423,10 @@ export class Replica {
   configure(next: ChainConfig): Rejection | undefined {
     assert(next.chain === this.chain, 'Replica.configure: configuration of another chain');
     const previous = this.config;
-    if (previous !== undefined && next.epoch < previous.epoch) {
+    if (previous !== undefined && next.epoch < previous.epoch && !isPlanted('no-epoch-check')) {
       return { code: 'stale_epoch', message: `epoch ${next.epoch} is older than this node's ${previous.epoch}`, retryable: false };
     }
-    if (previous !== undefined && next.epoch === previous.epoch) {
+    if (previous !== undefined && next.epoch === previous.epoch && !isPlanted('no-epoch-check')) {
       if (canonicalJson(next.members as unknown as Json) === canonicalJson(previous.members as unknown as Json)) return undefined;
       return { code: 'epoch_conflict', message: `epoch ${next.epoch} already names other members`, retryable: false };
     }
@@ -517,7 +543,7 @@ export class Replica {
     if (this.config === undefined || this.role === 'none') {
       return { code: 'not_member', message: `node ${this.node} is not a member of chain ${this.chain} (epoch ${this.epoch})`, retryable: true };
     }
-    if (epoch < this.epoch) return { code: 'stale_epoch', message: `epoch ${epoch} is older than ${this.epoch}`, retryable: false };
+    if (epoch < this.epoch && !isPlanted('no-epoch-check')) return { code: 'stale_epoch', message: `epoch ${epoch} is older than ${this.epoch}`, retryable: false };
     if (epoch > this.epoch) return { code: 'epoch_unknown', message: `node ${this.node} has not been configured for epoch ${epoch} yet (it has ${this.epoch})`, retryable: true };
     const expected = side === 'pred' ? this.predecessor : this.successor;
     if (expected?.node !== fromNode) {
@@ -552,7 +578,7 @@ export class Replica {
         const rejection = this.fence(frame.forward.epoch, fromNode, 'pred') ?? this.checkChain(frame.forward.chain);
         if (rejection !== undefined) return rejection;
         if (this.predState !== 'answered') return protocol('forward before this node answered the Attach');
-        for (const envelope of frame.forward.envelopes) {
+        for (const envelope of isPlanted('tail-out-of-order') && this.role === 'tail' ? swapPayloads(frame.forward.envelopes) : frame.forward.envelopes) {
           const bad = this.acceptFromPred(envelope);
           if (bad !== undefined) return bad;
         }
@@ -618,7 +644,7 @@ export class Replica {
         }
         this.flushPeerItems();
         for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outSucc.push(make('catchup', { chain: this.chain, epoch: this.epoch, docs }));
-        for (const doc of this.docs.values()) for (const entry of doc.queue) this.forwardPending.push(entry);
+        if (!isPlanted('no-queue-resend')) for (const doc of this.docs.values()) for (const entry of doc.queue) this.forwardPending.push(entry);
         this.succState = 'synced';
         if (this.predState === 'pending') this.answerPred();
         return undefined;
@@ -901,6 +927,7 @@ export class Replica {
       const delta = deltas.get(sub.viewer);
       if (delta === undefined) continue;
       let json = texts.get(sub.viewer);
+      if (kind === 'speculative' && isPlanted('unfiltered-speculation')) json = JSON.stringify(view.speculation.speculative);
       if (json === undefined) texts.set(sub.viewer, (json = JSON.stringify(delta)));
       this.toClient(sub.to, make('viewUpdate', { requestId: sub.requestId, doc: doc.id, viewer: sub.viewer, kind, seq, json, confirmedJson: '' }));
     }
@@ -1021,7 +1048,7 @@ export class Replica {
     const doc = found;
 
     // Exactly once: a (clientId, clientSeq) seen before is answered, not applied again.
-    const window = doc.dedupe.get(s.clientId);
+    const window = isPlanted('no-dedupe') ? undefined : doc.dedupe.get(s.clientId);
     const seen = window?.find((e) => e[0] === s.clientSeq);
     if (seen !== undefined) {
       this.toClient(to, make('ack', { requestId: s.requestId, seq: seen[1], outcomeJson: seen[2], duplicate: true }));
@@ -1030,7 +1057,7 @@ export class Replica {
     if (window !== undefined && window.length >= this.limits.dedupeWindowMax && s.clientSeq < (window[0] as DedupeEntry)[0]) {
       return fail('client_seq_too_old', `clientSeq ${s.clientSeq} is older than the last ${this.limits.dedupeWindowMax} this document remembers for ${s.clientId}`);
     }
-    const queuedSeq = doc.queued.get(clientKey(s.clientId, s.clientSeq));
+    const queuedSeq = isPlanted('no-dedupe') ? undefined : doc.queued.get(clientKey(s.clientId, s.clientSeq));
     if (queuedSeq !== undefined) {
       this.wait(doc, queuedSeq, { to, requestId: s.requestId, duplicate: true });
       return;
@@ -1064,6 +1091,7 @@ export class Replica {
       clientId: s.clientId,
       clientSeq: s.clientSeq,
     };
+    this.onSequenced?.(envelope);
     this.wait(doc, envelope.seq, { to, requestId: s.requestId, duplicate: false });
     this.speculate(doc, envelope);
     if (role === 'single') this.executeAsTail(doc, envelope, false);
@@ -1195,6 +1223,21 @@ export class Replica {
 }
 
 // -----------------------------------------------------------------------------------------
+
+/** Planted bug tail-out-of-order: pairs of consecutive messages of a document run in swapped order. */
+function swapPayloads(envelopes: WireEnvelope[]): WireEnvelope[] {
+  const out = [...envelopes];
+  for (let i = 0; i + 1 < out.length; i++) {
+    const a = out[i] as WireEnvelope;
+    const b = out[i + 1] as WireEnvelope;
+    if (a.doc !== b.doc || b.seq !== a.seq + 1) continue;
+    // Identities (seq, clientId, clientSeq) stay; the bodies trade places.
+    out[i] = { ...a, viewer: b.viewer, channel: b.channel, payloadJson: b.payloadJson };
+    out[i + 1] = { ...b, viewer: a.viewer, channel: a.channel, payloadJson: a.payloadJson };
+    i++;
+  }
+  return out;
+}
 
 function isDoc(value: Doc | { code: string; message: string }): value is Doc {
   return 'state' in value;

@@ -624,7 +624,7 @@ export class Replica {
           if (envelope.seq <= found.appliedSeq) continue;
           if (envelope.seq <= last) {
             const mine = found.queue[envelope.seq - found.appliedSeq - 1] as WireEnvelope;
-            if (mine.clientId !== envelope.clientId || mine.clientSeq !== envelope.clientSeq || mine.payloadJson !== envelope.payloadJson) {
+            if (!sameMessage(mine, envelope)) {
               return protocol(`queue entry ${found.id}@${envelope.seq} differs from the successor's: histories diverged`);
             }
             continue;
@@ -948,7 +948,7 @@ export class Replica {
     const last = lastSeqOf(doc);
     if (envelope.seq <= last) {
       const mine = doc.queue[envelope.seq - doc.appliedSeq - 1] as WireEnvelope;
-      if (mine.clientId !== envelope.clientId || mine.clientSeq !== envelope.clientSeq || mine.payloadJson !== envelope.payloadJson) {
+      if (!sameMessage(mine, envelope)) {
         return protocol(`queue entry ${doc.id}@${envelope.seq} differs from the predecessor's: histories diverged`);
       }
       return undefined;
@@ -1237,6 +1237,11 @@ function swapPayloads(envelopes: WireEnvelope[]): WireEnvelope[] {
     i++;
   }
   return out;
+}
+
+/** Two queue entries for one seq are the same message (the histories agree there). */
+function sameMessage(a: WireEnvelope, b: WireEnvelope): boolean {
+  return a.clientId === b.clientId && a.clientSeq === b.clientSeq && a.payloadJson === b.payloadJson;
 }
 
 function isDoc(value: Doc | { code: string; message: string }): value is Doc {

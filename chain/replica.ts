@@ -568,11 +568,7 @@ export class Replica {
         const rejection = this.fence(frame.catchup.epoch, fromNode, 'pred') ?? this.checkChain(frame.catchup.chain);
         if (rejection !== undefined) return rejection;
         if (this.predState !== 'answered') return protocol('catchup before this node answered the Attach');
-        for (const dc of frame.catchup.docs) {
-          const bad = this.applyCatchup(dc, 'pred');
-          if (bad !== undefined) return bad;
-        }
-        return undefined;
+        return this.applyCatchups(frame.catchup.docs, 'pred');
       }
       case 'forward': {
         const rejection = this.fence(frame.forward.epoch, fromNode, 'pred') ?? this.checkChain(frame.forward.chain);
@@ -608,11 +604,7 @@ export class Replica {
     switch (frame.kind) {
       case 'catchup': {
         if (this.succState !== 'attaching') return protocol('catchup outside a sync');
-        for (const dc of frame.catchup.docs) {
-          const bad = this.applyCatchup(dc, 'succ');
-          if (bad !== undefined) return bad;
-        }
-        return undefined;
+        return this.applyCatchups(frame.catchup.docs, 'succ');
       }
       case 'sync': {
         if (this.succState !== 'attaching') return protocol('sync without an Attach');
@@ -976,6 +968,14 @@ export class Replica {
     this.applyDelta(doc, delta);
     this.recordDelta(doc, delta);
     this.afterApplied(doc, delta, batch, 'succ');
+    return undefined;
+  }
+
+  private applyCatchups(docs: readonly DocCatchup[], from: Side): Rejection | undefined {
+    for (const dc of docs) {
+      const bad = this.applyCatchup(dc, from);
+      if (bad !== undefined) return bad;
+    }
     return undefined;
   }
 

@@ -301,6 +301,8 @@ let faultsEnabled = true;
 async function faultCycle(rng: Random): Promise<void> {
   const members = manager.config.members;
   if (members.length !== nodeCount || !nodeIds.every(isLive)) return;
+  // A rejoined node must hold the committed state before another member may fail over.
+  if ((await manager.joining()).size > 0) return;
   const victim = nodeIds[rng.int(nodeIds.length)] as string;
   const role = members.length === 1 ? 'single' : members[0]?.node === victim ? 'head' : members[members.length - 1]?.node === victim ? 'tail' : 'middle';
   say(`fault: SIGKILL ${victim} (${role}, epoch ${manager.config.epoch})`);

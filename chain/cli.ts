@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { ClientOptions, NodeStatus } from './client.ts';
-import { addTail, ChainManager, initialConfig, nodeStatus, removeNode } from './manager.ts';
+import { addTail, catchingUp, ChainManager, initialConfig, nodeStatus, removeNode } from './manager.ts';
 import { ChainNode } from './node.ts';
 import { spawnNode, type NodeProcess } from './processes.ts';
 import type { ChainConfig } from './store.ts';
@@ -193,13 +193,16 @@ async function runReconfigure(argv: string[]): Promise<void> {
   const statuses = (await Promise.all(o.nodes.split(',').map((a) => nodeStatus(a.trim(), options).catch(() => undefined)))).filter((s): s is NodeStatus => s !== undefined);
   const current = latestConfig(statuses, o.chain as string);
   if (current === undefined) fail(`none of ${o.nodes} is reachable or holds chain ${o.chain}`);
+  const caughtUp = new Map<string, number>();
+  for (const st of statuses) for (const c of st.chains) if (c.chain === current.chain && c.epoch === current.epoch) caughtUp.set(st.node, c.caughtUpEpoch);
+  const joining = catchingUp(current, caughtUp);
   let next: ChainConfig;
   try {
-    if (typeof o.remove === 'string') next = removeNode(current, o.remove);
+    if (typeof o.remove === 'string') next = removeNode(current, o.remove, joining);
     else {
       const [id, address] = (o.add as string).split('=');
       if (id === undefined || address === undefined) fail('--add takes ID=HOST:PORT');
-      next = addTail(current, { node: id, address });
+      next = addTail(current, { node: id, address }, joining);
     }
   } catch (error) {
     fail((error as Error).message);

@@ -243,6 +243,8 @@ export interface ChainStatus {
   members: { node: string; address: string; sinceEpoch: number }[];
   synced: boolean;
   ready: boolean;
+  /** See Replica.caughtUpEpoch: a member since epoch e holds the committed state once this is >= e. */
+  caughtUpEpoch: number;
   queued: number;
   docs: DocStatus[];
 }

@@ -15,6 +15,8 @@ export const plantedBugNames = [
   'unfiltered-speculation',
   /** The tail executes a frame's messages for one document in reverse order. */
   'tail-out-of-order',
+  /** The head skips the confirmed view update when the speculative view already showed the message. */
+  'skip-confirmed-view',
 ] as const;
 
 export type PlantedBug = (typeof plantedBugNames)[number];

@@ -23,9 +23,10 @@
 //   transfer to a new tail), resends its whole queue, and is synced. The head sequences only
 //   when synced, so no seq can be assigned twice.
 // - A node that joins a chain (it was not a member of its last configuration, or was removed
-//   since) drops its queue: entries sequenced by a head that later failed may have been
-//   replaced. Its applied state is kept: an applied delta was executed by a tail and survives
-//   in the chain as long as one replica does.
+//   since) forgets what it held of that chain and takes everything by state transfer: while it
+//   was out, entries it had applied but the chain never committed may have been re-sequenced
+//   (the simulator found this). A member that merely restarts keeps its state and transfers
+//   only what it lacks.
 // - Frames carry the epoch. Lower epochs are refused (stale_epoch); a higher one means this
 //   node has not heard of that configuration yet (epoch_unknown, retryable).
 
@@ -51,6 +52,7 @@ import {
   type Submit,
   type Subscribe,
   type ViewKind,
+  type ViewUpdate,
   type WireDelta,
   type WireEnvelope,
 } from './wire.ts';
@@ -170,6 +172,11 @@ export class Replica {
   readonly limits: ReplicaLimits;
   /** Observation only (the simulator records what heads sequence); never changes behaviour. */
   onSequenced: ((envelope: WireEnvelope) => void) | undefined;
+  /**
+   * Observation only (the simulator's privacy check): every view frame for a subscriber, with
+   * the speculative and confirmed states it was computed from. Never changes behaviour.
+   */
+  onViewFrame: ((update: ViewUpdate, docType: string, basis: { readonly speculative: JsonObject; readonly confirmed: JsonObject }) => void) | undefined;
   private config: ChainConfig | undefined;
   private readonly docs = new Map<string, Doc>();
   private queuedTotal = 0;
@@ -181,6 +188,9 @@ export class Replica {
   private predState: 'none' | 'pending' | 'answered' = 'none';
   private predApplied = new Map<string, number>();
   private predLast = new Map<string, number>();
+  /** The predecessor's applied seqs in its last Attach: once this node holds them it is caught up. */
+  private catchupTarget: { readonly epoch: number; readonly applied: ReadonlyMap<string, number> } | undefined;
+  private caughtUpEpochValue = 0;
   private now = 0;
 
   // Group commit.
@@ -275,6 +285,24 @@ export class Replica {
     return out;
   }
 
+  /**
+   * The latest epoch in which this node held everything its predecessor had applied when it
+   * attached. A joiner (a member since epoch e) is caught up once this is at least e; until
+   * then the manager must keep another member that holds the committed state.
+   */
+  get caughtUpEpoch(): number {
+    const target = this.catchupTarget;
+    if (target !== undefined && target.epoch === this.epoch) {
+      let all = true;
+      for (const [doc, seq] of target.applied) if ((this.docs.get(doc)?.appliedSeq ?? 0) < seq) all = false;
+      if (all) {
+        this.caughtUpEpochValue = Math.max(this.caughtUpEpochValue, target.epoch);
+        this.catchupTarget = undefined;
+      }
+    }
+    return this.caughtUpEpochValue;
+  }
+
   /** The successor link has finished this epoch's sync. */
   get succSynced(): boolean {
     return this.succState === 'synced';
@@ -318,6 +346,7 @@ export class Replica {
       members: this.members.map((m) => ({ node: m.node, address: m.address, sinceEpoch: m.sinceEpoch })),
       synced: this.synced,
       ready: this.ready,
+      caughtUpEpoch: this.caughtUpEpoch,
       succ: this.succState,
       pred: this.predState,
       queued: this.queuedTotal,
@@ -453,7 +482,12 @@ export class Replica {
     this.succState = 'down';
 
     if ((oldRole === 'head' || oldRole === 'single') && role !== 'head' && role !== 'single') this.leaveHead();
-    if (joining || role === 'none') {
+    if (joining) {
+      // What this node holds may come from a history the chain no longer has (entries it
+      // applied that were never committed, then re-sequenced after it was removed). Only the
+      // chain's history counts: forget everything and take it by state transfer.
+      for (const doc of [...this.docs.values()]) this.forgetDoc(doc);
+    } else if (role === 'none') {
       for (const doc of this.docs.values()) this.dropQueue(doc);
     }
     const isHead = role === 'head' || role === 'single';
@@ -491,6 +525,15 @@ export class Replica {
       for (const w of waiters) this.clientFailure(w.to, w.requestId, 'unavailable', 'the message was not committed; resend it', true);
     }
     doc.waiters.clear();
+  }
+
+  private forgetDoc(doc: Doc): void {
+    this.dropQueue(doc);
+    for (let seq = doc.logFrom; seq <= doc.appliedSeq; seq++) this.del(keys.log(this.chain, doc.id, seq));
+    for (const client of [...doc.dedupe.keys()]) this.forgetClient(doc, client);
+    this.del(keys.snapshot(this.chain, doc.id));
+    this.del(keys.meta(this.chain, doc.id));
+    this.docs.delete(doc.id);
   }
 
   private setPersistent(doc: Doc, persistent: boolean): void {
@@ -560,6 +603,7 @@ export class Replica {
         if (rejection !== undefined) return rejection;
         this.predState = 'pending';
         this.predApplied = new Map(frame.attach.applied.map((d) => [d.doc, d.seq]));
+        this.catchupTarget = { epoch: this.epoch, applied: this.predApplied };
         this.predLast = new Map(frame.attach.applied.map((d) => [d.doc, d.lastSeq]));
         if (this.synced) this.answerPred();
         return undefined;
@@ -627,7 +671,8 @@ export class Replica {
         const theirs = new Map(frame.sync.applied.map((d) => [d.doc, d.seq]));
         for (const [doc, seq] of theirs) {
           const mine = this.docs.get(doc);
-          if (mine === undefined || mine.appliedSeq < seq) return protocol(`successor is ahead on ${doc} after its catch-up`);
+          // A document the successor created without applying anything (seq 0) need not exist here.
+          if ((mine?.appliedSeq ?? 0) < seq) return protocol(`successor is ahead on ${doc} after its catch-up`);
         }
         const catchups: DocCatchup[] = [];
         for (const doc of this.docs.values()) {
@@ -906,9 +951,11 @@ export class Replica {
     const redo = JSON.parse(delta.redoJson) as JsonObject;
     const outcome = JSON.parse(delta.outcomeJson) as Outcome;
     const transition = view.speculation.confirm(delta.seq, { redo, outcome });
-    this.publish(doc, view.confirmed.advance(view.speculation.confirmed), 'confirmed', delta.seq);
+    const confirmed = view.confirmed.advance(view.speculation.confirmed);
+    const speculative = view.speculative.advance(view.speculation.speculative);
+    if (speculative.size > 0 || !isPlanted('skip-confirmed-view')) this.publish(doc, confirmed, 'confirmed', delta.seq);
     const kind: ViewKind = transition.dropped.length > 0 || transition.rebased ? 'rollback' : 'speculative';
-    this.publish(doc, view.speculative.advance(view.speculation.speculative), kind, lastSeqOf(doc));
+    this.publish(doc, speculative, kind, lastSeqOf(doc));
   }
 
   private publish(doc: Doc, deltas: Map<string, Json>, kind: ViewKind, seq: number): void {
@@ -921,7 +968,7 @@ export class Replica {
       let json = texts.get(sub.viewer);
       if (kind === 'speculative' && isPlanted('unfiltered-speculation')) json = JSON.stringify(view.speculation.speculative);
       if (json === undefined) texts.set(sub.viewer, (json = JSON.stringify(delta)));
-      this.toClient(sub.to, make('viewUpdate', { requestId: sub.requestId, doc: doc.id, viewer: sub.viewer, kind, seq, json, confirmedJson: '' }));
+      this.sendView(doc, sub, kind, seq, json, '');
     }
   }
 
@@ -1051,7 +1098,9 @@ export class Replica {
     const window = isPlanted('no-dedupe') ? undefined : doc.dedupe.get(s.clientId);
     const seen = window?.find((e) => e[0] === s.clientSeq);
     if (seen !== undefined) {
-      this.toClient(to, make('ack', { requestId: s.requestId, seq: seen[1], outcomeJson: seen[2], duplicate: true }));
+      // The entry may come from a write that is not durable yet (its own ack is waiting for it).
+      const ack = make('ack', { requestId: s.requestId, seq: seen[1], outcomeJson: seen[2], duplicate: true });
+      this.afterDurable(this.writtenBatch(), () => this.toClient(to, ack));
       return;
     }
     if (window !== undefined && window.length >= this.limits.dedupeWindowMax && s.clientSeq < (window[0] as DedupeEntry)[0]) {
@@ -1134,19 +1183,9 @@ export class Replica {
       if (error instanceof LimitError) return fail('too_many_viewers', error.message, true);
       throw error;
     }
-    view.subs.push({ to, requestId: s.requestId, viewer: s.viewer });
-    this.toClient(
-      to,
-      make('viewUpdate', {
-        requestId: s.requestId,
-        doc: doc.id,
-        viewer: s.viewer,
-        kind: 'full',
-        seq: view.speculation.confirmedSeq,
-        json: JSON.stringify(speculative),
-        confirmedJson: JSON.stringify(confirmed),
-      }),
-    );
+    const sub: Subscription = { to, requestId: s.requestId, viewer: s.viewer };
+    view.subs.push(sub);
+    this.sendView(doc, sub, 'full', view.speculation.confirmedSeq, JSON.stringify(speculative), JSON.stringify(confirmed));
   }
 
   unsubscribe(to: ClientRef, docId: string, viewer: string): void {
@@ -1206,19 +1245,17 @@ export class Replica {
       const speculative = view.speculative.join(sub.viewer);
       const confirmed = view.confirmed.join(sub.viewer);
       view.subs.push(sub);
-      this.toClient(
-        sub.to,
-        make('viewUpdate', {
-          requestId: sub.requestId,
-          doc: doc.id,
-          viewer: sub.viewer,
-          kind: 'full',
-          seq: doc.appliedSeq,
-          json: JSON.stringify(speculative),
-          confirmedJson: JSON.stringify(confirmed),
-        }),
-      );
+      this.sendView(doc, sub, 'full', doc.appliedSeq, JSON.stringify(speculative), JSON.stringify(confirmed));
     }
+  }
+
+  private sendView(doc: Doc, sub: Subscription, kind: ViewKind, seq: number, json: string, confirmedJson: string): void {
+    const update: ViewUpdate = { requestId: sub.requestId, doc: doc.id, viewer: sub.viewer, kind, seq, json, confirmedJson };
+    if (this.onViewFrame !== undefined) {
+      const speculation = (doc.view as HeadView).speculation;
+      this.onViewFrame(update, doc.type.name, { speculative: speculation.speculative, confirmed: speculation.confirmed });
+    }
+    this.toClient(sub.to, make('viewUpdate', update));
   }
 }
 

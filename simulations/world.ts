@@ -624,6 +624,11 @@ export class SimNode implements Proc {
     });
   }
 
+  /** The ops of the write in flight (handed to the OS, not yet synced). */
+  get inFlight(): readonly Batch['ops'][number][] {
+    return this.writing?.ops ?? [];
+  }
+
   /** Nothing in flight to the disk. */
   get idle(): boolean {
     return this.writing === undefined && this.waiters.length === 0 && !this.pumpScheduled;

@@ -191,6 +191,7 @@ export class Replica {
   /** The predecessor's applied seqs in its last Attach: once this node holds them it is caught up. */
   private catchupTarget: { readonly epoch: number; readonly applied: ReadonlyMap<string, number> } | undefined;
   private caughtUpEpochValue = 0;
+  private caughtUpPending: { readonly epoch: number; readonly batch: number } | undefined;
   private now = 0;
 
   // Group commit.
@@ -296,9 +297,16 @@ export class Replica {
       let all = true;
       for (const [doc, seq] of target.applied) if ((this.docs.get(doc)?.appliedSeq ?? 0) < seq) all = false;
       if (all) {
-        this.caughtUpEpochValue = Math.max(this.caughtUpEpochValue, target.epoch);
+        // Reported only once durable: a power loss before that would lose it again (the
+        // simulator found a manager removing the last full member on an unsynced report).
+        this.caughtUpPending = { epoch: target.epoch, batch: this.writtenBatch() };
         this.catchupTarget = undefined;
       }
+    }
+    const pending = this.caughtUpPending;
+    if (pending !== undefined && pending.batch <= this.durableBatchId) {
+      this.caughtUpEpochValue = Math.max(this.caughtUpEpochValue, pending.epoch);
+      this.caughtUpPending = undefined;
     }
     return this.caughtUpEpochValue;
   }

@@ -304,8 +304,34 @@ export interface BatchOptions {
   readonly onRun?: (done: number, events: number) => void;
 }
 
+/** The scenario that fast-check generates at (seed, path), without running it. */
+export function scenarioAt(seed: number, path: string): Scenario {
+  let found: Scenario | undefined;
+  const marker = new Error('found');
+  fc.check(
+    fc.property(scenarioArb, (scenario) => {
+      found = scenario;
+      throw marker;
+    }),
+    { seed, path, numRuns: 1, endOnFailure: true },
+  );
+  if (found === undefined) throw new Error(`no scenario at seed ${seed} path ${path}`);
+  return found;
+}
+
+/** Replays the one scenario at (seed, path). */
+async function replay(options: BatchOptions & { path: string }): Promise<BatchResult> {
+  const started = performance.now();
+  const scenario = scenarioAt(options.seed, options.path);
+  const result = await runScenario(scenario, options.bugs);
+  options.onRun?.(1, result.events);
+  const violations = result.violation === undefined ? [] : [{ ...result.violation, seed: options.seed, path: options.path, schedule: describe(scenario) }];
+  return { runs: 1, shrinkRuns: 0, events: result.events, seconds: (performance.now() - started) / 1_000, violations };
+}
+
 /** Runs `runs` generated scenarios through fast-check; a failure is shrunk (unless `shrink` is false) and reported with its seed and path. */
 export async function runBatch(options: BatchOptions): Promise<BatchResult> {
+  if (options.path !== undefined) return replay({ ...options, path: options.path });
   let events = 0;
   let runs = 0;
   const started = performance.now();
@@ -324,7 +350,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     first = result.violation.invariant;
     throw new ViolationError(result.violation.invariant, result.violation.message);
   });
-  const details = await fc.check(property, { seed: options.seed, numRuns: options.runs, path: options.path, endOnFailure: options.shrink === false || options.path !== undefined });
+  const details = await fc.check(property, { seed: options.seed, numRuns: options.runs, path: options.path, endOnFailure: options.shrink === false });
   const seconds = (performance.now() - started) / 1_000;
   const violations: Violation[] = [];
   if (details.failed) {

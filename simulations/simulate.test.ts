@@ -60,6 +60,29 @@ test.serial('a recorded failure replays to the same schedule and the same violat
   t.deepEqual(clean.violations, []);
 });
 
+// Recorded with `npm run simulate -- --bug tail-out-of-order --runs 500 --seed 7 --json`. If the
+// scenario generator changes on purpose, record it again the same way.
+const recorded = {
+  seed: 7,
+  path: '124:0:1:1:1:3:4:3:3:3:3:9:5:7:6:5:7:7:8:5:5:7:6:7:6:6:9:8:9:9:11:13:10:9:6:7:7:9:8:13:13:17:7:5:24:32:25:25:25:25:26:15:9:4:7:9:11:8:8:9:9:9:9:13:17:12:11:13:12:12:13:17:14:13:13:13:13:15:14:15:15:15:18:16:8:8:11:9:8:16:8:8:9:8:8:8:17:17:17:17:9:20:20:22:21:21:21:21:21:21:21:21:22:22:17:19:19:19:20:19:19:19:19:19:19:19:19:21:20:20:25:25:27:13:13:10:25:24:24:24',
+  invariant: 'determinism',
+  message: "n1's delta d1-card-table@7 (cl2#3) is not the execution of the message sequenced there ({}); redo {}",
+  schedule: [
+    '2 nodes, ssd disks, 1 chain(s) of k=2: c1=n1>n2; docs d1-card-table@c1; world seed 1',
+    'cl1 (alice): 0ms d1 move 0/0, 0ms d1 move 0/0, 1721ms d1 move 0/0',
+    'cl2 (alice): 4ms d1 move 0/0, 95ms d1 move 0/0, 2511ms d1 move 1/0',
+    'cl3 (alice): 3ms d1 move 0/0, 3ms d1 move 0/0, 3ms d1 move 9/0',
+    '498ms n2 receives the configuration of c1 from 2 epoch(s) ago',
+    '1760ms power loss of every node for 184ms',
+    '2141ms one-way partition n1 -> n2 for 1103ms',
+  ],
+};
+
+test.serial('the recorded failing seed and path replay to the recorded schedule and violation', async (t) => {
+  const replay = await runBatch({ runs: 1, seed: recorded.seed, path: recorded.path, bugs: ['tail-out-of-order'] });
+  t.deepEqual(replay.violations, [{ invariant: recorded.invariant, message: recorded.message, seed: recorded.seed, path: recorded.path, schedule: recorded.schedule }]);
+});
+
 test.serial('a scenario is a pure function of its description: same events, same outcome', async (t) => {
   const scenarios = fc.sample(scenarioArb, { seed: 42, numRuns: 5 });
   for (const scenario of scenarios) {

@@ -11,7 +11,7 @@ export const plantedBugNames = [
   'no-epoch-check',
   /** The head does not dedupe (clientId, clientSeq): a resend is applied again. */
   'no-dedupe',
-  /** Speculative view deltas are computed from the unfiltered state. */
+  /** Speculative view deltas carry the unfiltered state along with the viewer's delta. */
   'unfiltered-speculation',
   /** The tail executes a frame's messages for one document in reverse order. */
   'tail-out-of-order',

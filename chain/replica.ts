@@ -974,7 +974,7 @@ export class Replica {
       const delta = deltas.get(sub.viewer);
       if (delta === undefined) continue;
       let json = texts.get(sub.viewer);
-      if (kind === 'speculative' && isPlanted('unfiltered-speculation')) json = JSON.stringify(view.speculation.speculative);
+      if (kind === 'speculative' && isPlanted('unfiltered-speculation')) json = JSON.stringify({ ...view.speculation.speculative, ...(delta as JsonObject) });
       if (json === undefined) texts.set(sub.viewer, (json = JSON.stringify(delta)));
       this.sendView(doc, sub, kind, seq, json, '');
     }

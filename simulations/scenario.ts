@@ -5,11 +5,11 @@ import fc from 'fast-check';
 import { planted, plantedBugNames, type PlantedBug } from '../chain/planted.ts';
 import { moveKinds, viewers } from '../engine/workloads.ts';
 import { Checker } from './invariants.ts';
-import { defaultNetwork, ViolationError, World, type WorldSettings } from './world.ts';
+import { defaultNetwork, ViolationError, World, type SimNode, type WorldSettings } from './world.ts';
 
 export type Fault =
-  | { readonly atMs: number; readonly kind: 'crash'; readonly node: number; readonly powerLoss: boolean; readonly downMs: number; readonly failover: boolean }
-  | { readonly atMs: number; readonly kind: 'outage'; readonly downMs: number }
+  | { readonly atMs: number; readonly kind: 'crash'; readonly node: number; readonly powerLoss: boolean; readonly downMs: number; readonly failover: boolean; readonly duringWrite: boolean }
+  | { readonly atMs: number; readonly kind: 'outage'; readonly downMs: number; readonly duringWrite: boolean }
   | { readonly atMs: number; readonly kind: 'partition'; readonly a: number; readonly b: number; readonly oneWay: boolean; readonly forMs: number }
   | { readonly atMs: number; readonly kind: 'isolate'; readonly node: number; readonly forMs: number }
   | { readonly atMs: number; readonly kind: 'break'; readonly a: number; readonly b: number }
@@ -29,7 +29,14 @@ export interface Scenario {
   readonly faults: readonly Fault[];
   /** 'ssd': 0.1-2.5 ms per synced write; 'slow': 1-15 ms (a busy or spinning disk). */
   readonly disk: 'ssd' | 'slow';
+  /**
+   * Tiny log bounds (a snapshot every 8 deltas, queues of 4), so that compaction and snapshot
+   * state transfer happen. Checks that need the whole log then cover the retained part only.
+   */
+  readonly compact: boolean;
 }
+
+export const compactLimits = { deltaLogEntriesMax: 8, deltaLogKeepEntries: 4, docQueueDepthMax: 4 } as const;
 
 export const documentTypesSimulated = ['card-table', 'chat', 'counter'] as const;
 /** Faults and messages happen in the first `activeMs` of virtual time. */
@@ -41,8 +48,8 @@ const time = fc.integer({ min: 0, max: activeMs });
 const index = fc.nat({ max: 7 });
 
 export const faultArb: fc.Arbitrary<Fault> = fc.oneof(
-  { arbitrary: fc.record({ atMs: time, kind: fc.constant('crash' as const), node: index, powerLoss: fc.boolean(), downMs: fc.integer({ min: 1, max: 1_500 }), failover: fc.boolean() }), weight: 4 },
-  { arbitrary: fc.record({ atMs: time, kind: fc.constant('outage' as const), downMs: fc.integer({ min: 1, max: 1_000 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('crash' as const), node: index, powerLoss: fc.boolean(), downMs: fc.integer({ min: 1, max: 1_500 }), failover: fc.boolean(), duringWrite: fc.boolean() }), weight: 4 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('outage' as const), downMs: fc.integer({ min: 1, max: 1_000 }), duringWrite: fc.boolean() }), weight: 2 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('partition' as const), a: index, b: index, oneWay: fc.boolean(), forMs: fc.integer({ min: 10, max: 1_500 }) }), weight: 2 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('isolate' as const), node: index, forMs: fc.integer({ min: 10, max: 1_500 }) }), weight: 1 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('break' as const), a: index, b: index }), weight: 3 },
@@ -65,6 +72,7 @@ export const scenarioArb: fc.Arbitrary<Scenario> = fc
     clients: fc.array(fc.record({ viewer: fc.nat({ max: viewers.length - 1 }), ops: fc.array(opArb, { minLength: 1, maxLength: 20 }) }), { minLength: 1, maxLength: 4 }),
     faults: fc.array(faultArb, { maxLength: 10 }),
     disk: fc.constantFrom('ssd' as const, 'slow' as const),
+    compact: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
   })
   .map((s) => ({ ...s, k: Math.min(s.k, s.nodes) }));
 
@@ -79,6 +87,7 @@ export function settingsOf(s: Scenario): WorldSettings {
     clients: s.clients.map((c) => ({ viewer: c.viewer, ops: [...c.ops].sort((a, b) => a.atMs - b.atMs).map((o) => ({ atMs: o.atMs, doc: o.doc, move: { viewer: c.viewer, kind: o.kind, pick: o.pick } })) })),
     ...defaultNetwork,
     diskMs: s.disk === 'slow' ? { min: 1, max: 15 } : defaultNetwork.diskMs,
+    limits: s.compact ? compactLimits : undefined,
   };
 }
 
@@ -87,16 +96,16 @@ export function describe(s: Scenario): string[] {
   const settings = settingsOf(s);
   const node = (i: number): string => `n${(i % s.nodes) + 1}`;
   const chain = (i: number): string => `c${(i % s.chains) + 1}`;
-  const lines = [`${s.nodes} nodes, ${s.disk} disks, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => `${d.id}@${d.chain}`).join(' ')}; world seed ${s.seed}`];
+  const lines = [`${s.nodes} nodes, ${s.disk} disks${s.compact ? ', tiny logs' : ''}, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => `${d.id}@${d.chain}`).join(' ')}; world seed ${s.seed}`];
   settings.clients.forEach((c, i) => lines.push(`cl${i + 1} (${viewers[c.viewer]}): ${c.ops.map((o) => `${o.atMs}ms d${(o.doc % settings.docs.length) + 1} move ${o.move.kind}/${o.move.pick}`).join(', ')}`));
   for (const f of [...s.faults].sort((a, b) => a.atMs - b.atMs)) {
     const at = `${f.atMs}ms`;
     switch (f.kind) {
       case 'crash':
-        lines.push(`${at} ${f.powerLoss ? 'power loss' : 'process crash'} of ${node(f.node)} for ${f.downMs}ms${f.failover ? ' (manager fails it over)' : ''}`);
+        lines.push(`${at} ${f.powerLoss ? 'power loss' : 'process crash'} of ${node(f.node)}${f.duringWrite ? ' at its next write' : ''} for ${f.downMs}ms${f.failover ? ' (manager fails it over)' : ''}`);
         break;
       case 'outage':
-        lines.push(`${at} power loss of every node for ${f.downMs}ms`);
+        lines.push(`${at} power loss of every node${f.duringWrite ? ' at the next write' : ''} for ${f.downMs}ms`);
         break;
       case 'partition':
         lines.push(`${at} ${f.oneWay ? 'one-way ' : ''}partition ${node(f.a)} ${f.oneWay ? '->' : '<->'} ${node(f.b)} for ${f.forMs}ms`);
@@ -173,7 +182,7 @@ function scheduleFaults(world: World, s: Scenario): void {
     if (failover) for (const chain of world.manager.configs.keys()) world.manager.add(chain, node);
   };
   for (const f of s.faults) {
-    world.at(f.atMs, async () => {
+    const strike = async (): Promise<void> => {
       switch (f.kind) {
         case 'crash': {
           const node = name(f.node);
@@ -232,8 +241,27 @@ function scheduleFaults(world: World, s: Scenario): void {
           if (world.manager.replay(chainOf(f.chain), name(f.node), f.back)) world.note(`${name(f.node)} got an old configuration of ${chainOf(f.chain)}`);
           return;
       }
-    });
+    };
+    if (f.kind === 'crash' && f.duringWrite) world.at(f.atMs, () => untilWriting(world, [world.node(name(f.node))], strike));
+    else if (f.kind === 'outage' && f.duringWrite) world.at(f.atMs, () => untilWriting(world, world.nodes, strike));
+    else world.at(f.atMs, strike);
   }
+}
+
+/**
+ * Waits (in virtual time, up to 500 ms) until one of `nodes` has a write in flight: crashes
+ * then strike where durability matters. Returns false if none did.
+ */
+function untilWriting(world: World, nodes: readonly SimNode[], strike: () => Promise<void>): void {
+  let done = false;
+  const fire = (): void => {
+    if (done) return;
+    done = true;
+    world.after(0, strike); // right after the event that started the write; it is still in flight
+  };
+  if (nodes.some((n) => n.alive && n.inFlight.length > 0)) return fire();
+  for (const n of nodes) n.onNextWrite(fire);
+  world.after(500, () => void (done = true));
 }
 
 /** Faults end: the network heals, every node runs, and the manager refills short chains. */

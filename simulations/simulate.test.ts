@@ -64,17 +64,21 @@ test.serial('a recorded failure replays to the same schedule and the same violat
 // scenario generator changes on purpose, record it again the same way.
 const recorded = {
   seed: 7,
-  path: '124:0:1:1:1:3:4:3:3:3:3:9:5:7:6:5:7:7:8:5:5:7:6:7:6:6:9:8:9:9:11:13:10:9:6:7:7:9:8:13:13:17:7:5:24:32:25:25:25:25:26:15:9:4:7:9:11:8:8:9:9:9:9:13:17:12:11:13:12:12:13:17:14:13:13:13:13:15:14:15:15:15:18:16:8:8:11:9:8:16:8:8:9:8:8:8:17:17:17:17:9:20:20:22:21:21:21:21:21:21:21:21:22:22:17:19:19:19:20:19:19:19:19:19:19:19:19:21:20:20:25:25:27:13:13:10:25:24:24:24',
-  invariant: 'determinism',
-  message: "n1's delta d1-card-table@7 (cl2#3) is not the execution of the message sequenced there ({}); redo {}",
+  path: "53:0:1:3:0:1:2:2:3:3:6:5:6:6:6:10:6:6:10:10:16:5:6:5:5:5:5:5:6:5:16:16:16:1:14:15:15:15:15:15:15:20:19:18:21:18:14:10:4:3:3:11:10:10:10:17:14:18:14:17:17:17:25:3:10:5:3:21:23:21:25:25:25:25:27:31:27:27:27:27:31:31:31:36:36:34:34:35:34:36:36:36:36:42:19:32:31:34:31:32:14:19:29:28:28:29:34:35:31",
+  invariant: "determinism",
+  message: "n1's delta d1-card-table@9 (cl2#8) is not the execution of the message sequenced there ({}); redo {}",
   schedule: [
-    '2 nodes, ssd disks, 1 chain(s) of k=2: c1=n1>n2; docs d1-card-table@c1; world seed 1',
-    'cl1 (alice): 0ms d1 move 0/0, 0ms d1 move 0/0, 1721ms d1 move 0/0',
-    'cl2 (alice): 4ms d1 move 0/0, 95ms d1 move 0/0, 2511ms d1 move 1/0',
-    'cl3 (alice): 3ms d1 move 0/0, 3ms d1 move 0/0, 3ms d1 move 9/0',
-    '498ms n2 receives the configuration of c1 from 2 epoch(s) ago',
-    '1760ms power loss of every node for 184ms',
-    '2141ms one-way partition n1 -> n2 for 1103ms',
+    "2 nodes, ssd disks, 1 chain(s) of k=2: c1=n1>n2; docs d1-card-table@c1; world seed 1",
+    "cl1 (alice): 0ms d1 move 0/0, 1717ms d1 move 0/0",
+    "cl2 (alice): 547ms d1 move 0/0, 547ms d1 move 0/0, 626ms d1 move 6/670, 729ms d1 move 2/13, 1017ms d1 move 0/0, 1017ms d1 move 0/0, 1017ms d1 move 2/302, 1753ms d1 move 1/0, 2789ms d1 move 5/441",
+    "218ms power loss of n2 at its next write for 456ms (manager fails it over)",
+    "603ms n2 4x slower for 1470ms",
+    "1753ms n2 isolated for 47ms",
+    "1936ms manager adds n1 to c1",
+    "1994ms n1 receives the configuration of c1 from 1 epoch(s) ago",
+    "2332ms process crash of n1 for 609ms",
+    "2618ms manager removes n2 from c1",
+    "2668ms power loss of every node for 672ms",
   ],
 };
 

@@ -612,6 +612,7 @@ export class SimNode implements Proc {
     }
     const write: Write = { batches, ops: batches.flatMap(([, b]) => b.ops), waiters };
     this.writing = write;
+    if (this.writeWatchers.length > 0) for (const run of this.writeWatchers.splice(0)) run();
     const { min, max } = this.world.settings.diskMs;
     const inc = this.incarnation;
     this.world.after(this.world.rng.range(min, max) * this.world.net.slowness(this.name), async () => {
@@ -622,6 +623,13 @@ export class SimNode implements Proc {
       for (const run of write.waiters) run();
       this.pump();
     });
+  }
+
+  private writeWatchers: (() => void)[] = [];
+
+  /** Calls `run` when this node next hands a write to its disk (once). */
+  onNextWrite(run: () => void): void {
+    this.writeWatchers.push(run);
   }
 
   /** The ops of the write in flight (handed to the OS, not yet synced). */

@@ -254,6 +254,8 @@ export interface NodeStatus {
   pid: number;
   batchesWritten: number;
   opsWritten: number;
+  /** Open connections (peers, clients, admins), this status request's own included. */
+  connections: number;
   chains: ChainStatus[];
 }
 

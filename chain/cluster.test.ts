@@ -298,6 +298,13 @@ test.serial('garbage, truncated and oversized frames close only that connection,
     const status = await chainStatus(address);
     t.deepEqual((status.docs[0]?.state as { contributions: Record<string, number> }).contributions, { good: 6 });
     s.close();
+    // Closed connections are forgotten (connectionsMax counts open ones): only this status request's own remains.
+    let open = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < 100 && open > 1; i++) {
+      open = (await nodeStatus(address, opts)).connections;
+      if (open > 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    t.is(open, 1);
   } finally {
     await c.stop();
   }

@@ -60,7 +60,7 @@ export class Connection {
   private onFrameHandler: FrameHandler | undefined;
   /** Frames received before a handler was set (they arrived with the handshake). */
   private early: Frame[] = [];
-  private onCloseHandler: CloseHandler = () => {};
+  private readonly closeHandlers: CloseHandler[] = [];
   private closed = false;
   private corked = false;
   private readonly reader: FrameReader;
@@ -105,8 +105,9 @@ export class Connection {
     return this;
   }
 
+  /** Adds a handler for the close (handlers run in the order they were added). */
   onClose(handler: CloseHandler): this {
-    this.onCloseHandler = handler;
+    this.closeHandlers.push(handler);
     if (this.closed) queueMicrotask(() => handler(undefined));
     return this;
   }
@@ -208,7 +209,7 @@ export class Connection {
   private teardown(error: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;
-    this.onCloseHandler(error);
+    for (const handler of this.closeHandlers) handler(error);
   }
 
   /** Runs the listener side of the handshake on an accepted socket. */

@@ -328,6 +328,7 @@ export class ChainNode {
       pid: process.pid,
       batchesWritten: this.batchesWritten,
       opsWritten: this.opsWritten,
+      connections: this.connections.size,
       chains: [...this.replicas.values()].map((r) => r.status(includeState)),
     };
   }

@@ -11,6 +11,7 @@
 
 import { MemoryLevel } from 'memory-level';
 import { assert } from '../engine/assert.ts';
+import { Prng } from '../engine/random.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import type { JsonObject } from '../engine/json.ts';
 import { apply } from '../engine/patch.ts';
@@ -21,31 +22,7 @@ import { recover, writeBatch, type Batch, type ChainConfig, type Store } from '.
 import { decodeFrame, encodeFrame, failure, make, type Frame, type ViewUpdate, type WireEnvelope } from '../chain/wire.ts';
 
 // -----------------------------------------------------------------------------------------
-// Randomness and time
-
-/** mulberry32: small, fast and good enough for fault injection. */
-export class Prng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0 || 0x9e3779b9;
-  }
-  next(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** An integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  range(lo: number, hi: number): number {
-    return lo + this.next() * (hi - lo);
-  }
-  chance(p: number): boolean {
-    return p > 0 && this.next() < p;
-  }
-}
+// Time
 
 type Task = () => unknown;
 

@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { ClientOptions, NodeStatus } from './client.ts';
+import { ClusterManager } from './cluster-manager.ts';
 import { addTail, catchingUp, ChainManager, initialConfig, nodeStatus, removeNode } from './manager.ts';
 import { ChainNode } from './node.ts';
 import { spawnNode, type NodeProcess } from './processes.ts';
@@ -18,6 +19,7 @@ usage: npm run chain -- <command> [options]    (or: tsx chain/cli.ts <command> .
 commands:
   node         start one node process
   local        start a local chain of k nodes as child processes and configure it
+  cluster      start N nodes with C chains, failure detection and the automatic manager
   reconfigure  remove a node from a chain, or add one at its tail
   status       print the status of nodes
 
@@ -64,7 +66,7 @@ const intOf = (value: string | boolean | undefined, name: string, min = 0): numb
 
 // ---------------------------------------------------------------------------------------------
 
-const nodeHelp = `usage: npm run chain -- node --id ID --data DIR [--port P] [--host H] [--cluster C] [--no-sync] [--forward-delay-ms MS]
+const nodeHelp = `usage: npm run chain -- node --id ID --data DIR [--port P] [--host H] [--cluster C] [--no-sync] [--forward-delay-ms MS] [--gossip-seeds LIST]
 
 Starts one node. It recovers its LevelDB contents from DIR and waits for configurations from a
 chain manager (the "local" and "reconfigure" commands). Its first stdout line is JSON:
@@ -76,10 +78,20 @@ chain manager (the "local" and "reconfigure" commands). Its first stdout line is
   --host H              address to listen on (default 127.0.0.1)
   --cluster C           cluster id (default "local")
   --no-sync             write batches without fsync (benchmarks only: not durable)
-  --forward-delay-ms MS delay every forward to the successor (to make the chain's latency visible)`;
+  --forward-delay-ms MS delay every forward to the successor (to make the chain's latency visible)
+  --gossip-seeds LIST   run the SWIM failure detector over UDP (same port number), starting from
+                        these members: ID=HOST:PORT,ID=HOST:PORT (e.g. the cluster manager)`;
+
+function seedsOf(list: string): { node: string; address: string }[] {
+  return list.split(',').map((entry) => {
+    const [node, address] = entry.trim().split('=');
+    if (node === undefined || address === undefined || !/^[^:]+:\d+$/.test(address)) fail(`--gossip-seeds takes ID=HOST:PORT,..., not ${JSON.stringify(entry)}`);
+    return { node, address };
+  });
+}
 
 async function runNode(argv: string[]): Promise<void> {
-  const o = parse(argv, { id: { type: 'string' }, data: { type: 'string' }, port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'no-sync': { type: 'boolean', default: false }, 'forward-delay-ms': { type: 'string', default: '0' } }, nodeHelp);
+  const o = parse(argv, { id: { type: 'string' }, data: { type: 'string' }, port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'no-sync': { type: 'boolean', default: false }, 'forward-delay-ms': { type: 'string', default: '0' }, 'gossip-seeds': { type: 'string' } }, nodeHelp);
   if (typeof o.id !== 'string') fail(`--id is required\n\n${nodeHelp}`);
   if (typeof o.data !== 'string') fail(`--data is required\n\n${nodeHelp}`);
   mkdirSync(o.data, { recursive: true });
@@ -95,6 +107,7 @@ async function runNode(argv: string[]): Promise<void> {
     forwardDelayMs: intOf(o['forward-delay-ms'], 'forward-delay-ms'),
     limits,
     log: (line) => console.error(`[${o.id}] ${line}`),
+    gossip: typeof o['gossip-seeds'] === 'string' ? { seeds: seedsOf(o['gossip-seeds']) } : undefined,
   });
   console.log(JSON.stringify({ event: 'listening', node: o.id, address: node.address, pid: process.pid }));
   const stop = (): void => {
@@ -218,29 +231,92 @@ async function runReconfigure(argv: string[]): Promise<void> {
 
 const statusHelp = `usage: npm run chain -- status --nodes ADDR,ADDR,... [--state]
 
-Prints each node's status as JSON lines: chains, epochs, roles, and per document the applied
-seq, queue length and digests of state, dedupe table and last delta (equal digests = equal
-replicas). --state includes the documents' states.`;
+Prints each node's status as JSON lines: chains, epochs, roles, its failure detector's view of
+the other members, and per document the applied seq, queue length and digests of state,
+dedupe table and last delta (equal digests = equal replicas). --state includes the documents'
+states. A summary (each chain's newest configuration, each node's view of the membership)
+goes to stderr.`;
 
 async function runStatus(argv: string[]): Promise<void> {
   const o = parse(argv, { nodes: { type: 'string' }, state: { type: 'boolean', default: false } }, statusHelp);
   if (typeof o.nodes !== 'string') fail(`--nodes is required\n\n${statusHelp}`);
   const options: ClientOptions = { cluster: o.cluster as string, secret: secretOf(o.secret as string | undefined), connectTimeoutMs: 1_000 };
   let unreachable = 0;
+  const statuses: NodeStatus[] = [];
   for (const address of o.nodes.split(',')) {
     try {
-      console.log(JSON.stringify(await nodeStatus(address.trim(), options, o.state === true)));
+      const st = await nodeStatus(address.trim(), options, o.state === true);
+      statuses.push(st);
+      console.log(JSON.stringify(st));
     } catch (error) {
       unreachable++;
       console.log(JSON.stringify({ address, error: (error as Error).message }));
     }
+  }
+  if (statuses.length > 0) {
+    // A summary for people: the newest configuration of each chain, and each node's view of the others.
+    const chains = [...new Set(statuses.flatMap((st) => st.chains.map((c) => c.chain)))].sort();
+    for (const chain of chains) {
+      const c = latestConfig(statuses, chain);
+      if (c !== undefined) console.error(`${chain} epoch ${c.epoch}: ${c.members.map((m) => m.node).join(' > ')}`);
+    }
+    for (const st of statuses) if (st.membership.length > 0) console.error(`${st.node} sees: ${st.membership.map((m) => `${m.node} ${m.state}`).join(', ')}`);
   }
   if (unreachable > 0) process.exit(1);
 }
 
 // ---------------------------------------------------------------------------------------------
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { node: runNode, local: runLocal, reconfigure: runReconfigure, status: runStatus };
+const clusterHelp = `usage: npm run chain -- cluster [--nodes N] [--chains C] [--k K] [--data DIR] [--restart-after-ms MS] [--cluster ID]
+
+Starts N node processes (data in DIR/n1 ... DIR/nN) and the automatic chain manager in this
+process. Every node and the manager run the SWIM failure detector over UDP; the manager places
+C chains of length K by rendezvous hashing, removes a node the detector declares dead from its
+chains (a new epoch), and adds a node that comes back at the tail of short chains. Prints every
+membership change and configuration; Ctrl-C stops everything.
+
+  --nodes N              nodes (default 5)
+  --chains C             chains (default N)
+  --k K                  chain length (default 3)
+  --data DIR             data directory (default ./data)
+  --restart-after-ms MS  restart a node process that exits, after MS (default 0: leave it down)`;
+
+async function runCluster(argv: string[]): Promise<void> {
+  const o = parse(argv, { nodes: { type: 'string', default: '5' }, chains: { type: 'string' }, k: { type: 'string', default: '3' }, data: { type: 'string', default: './data' }, 'restart-after-ms': { type: 'string', default: '0' } }, clusterHelp);
+  const n = intOf(o.nodes, 'nodes', 1);
+  const chains = o.chains === undefined ? n : intOf(o.chains, 'chains', 1);
+  const k = intOf(o.k, 'k', 1);
+  const restartAfterMs = intOf(o['restart-after-ms'], 'restart-after-ms');
+  const secret = secretOf(o.secret as string | undefined);
+  const cluster = o.cluster as string;
+  const say = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 23)}] ${line}`);
+  const manager = await ClusterManager.bind({ cluster, secret, chains, k, log: say });
+  const processes = new Map<string, NodeProcess>();
+  let stopping = false;
+  const start = async (id: string, port = 0): Promise<NodeProcess> => {
+    const p = await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, port, gossipSeeds: [manager.seed], onLog: (line) => console.error(line) });
+    processes.set(id, p);
+    void p.exited.then(() => {
+      if (stopping || processes.get(id) !== p) return;
+      say(`node ${id} (pid ${p.child.pid}) exited`);
+      if (restartAfterMs > 0) setTimeout(() => void start(id, Number(p.address.split(':')[1])).then(() => say(`node ${id} restarted`)), restartAfterMs);
+    });
+    return p;
+  };
+  for (let i = 1; i <= n; i++) await start(`n${i}`);
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    await manager.stop();
+    await Promise.all([...processes.values()].map((p) => p.kill('SIGTERM')));
+  };
+  process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
+  await manager.start([...processes.values()].map((p) => ({ node: p.id, address: p.address })));
+  for (const c of manager.configs.values()) say(`${c.chain} epoch ${c.epoch}: ${c.members.map((m) => m.node).join(' > ')}`);
+  console.log(JSON.stringify({ event: 'ready', manager: manager.address, chains, k, nodes: [...processes.values()].map((p) => ({ node: p.id, address: p.address, pid: p.child.pid })) }));
+}
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = { node: runNode, local: runLocal, cluster: runCluster, reconfigure: runReconfigure, status: runStatus };
 
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname);
 if (isMain) {

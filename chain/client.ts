@@ -256,6 +256,8 @@ export interface NodeStatus {
   opsWritten: number;
   /** Open connections (peers, clients, admins), this status request's own included. */
   connections: number;
+  /** This node's failure-detector view of the other members (empty without gossip). */
+  membership: { node: string; address: string; state: 'alive' | 'suspect' | 'dead'; incarnation: number }[];
   chains: ChainStatus[];
 }
 
@@ -301,10 +303,12 @@ export class ChainSession {
         return { ...result, attempts: attempt };
       } catch (error) {
         const e = error instanceof ChainError ? error : error instanceof ConnectionError ? new ChainError(error.code, error.message, true) : undefined;
-        if (e === undefined || !e.retryable) throw error;
+        // A node that serves other chains (placement spreads chains over nodes): try the next one.
+        const elsewhere = e?.code === 'unknown_chain';
+        if (e === undefined || (!e.retryable && !elsewhere)) throw error;
         if (attempt > 1) this.resends++;
         if (e.code === 'not_head' && e.hint !== '') this.retarget(e.hint);
-        else if (e.code === 'connection_lost' || e.code === 'connect_failed' || e.code === 'connect_timeout' || e.code === 'not_member' || e.code === 'not_head') this.retarget(undefined);
+        else if (elsewhere || e.code === 'connection_lost' || e.code === 'connect_failed' || e.code === 'connect_timeout' || e.code === 'not_member' || e.code === 'not_head') this.retarget(undefined);
         if (Date.now() + delay > deadline) throw new ChainError('timeout', `no acknowledgement within ${this.options.submitTimeoutMs ?? 30_000} ms (last error ${e.code}); the outcome is unknown`, false);
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, this.options.retryDelayMsMax ?? 200);

@@ -2,13 +2,15 @@
 // commit write loop, successor links with redial, and timers. All protocol decisions are the
 // replica's (replica.ts); this file only moves bytes and completions.
 
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { Level } from 'level';
 import { assert } from '../engine/assert.ts';
 import { Connection, type ConnectionOptions } from './connection.ts';
 import { Replica, type ClientRef, type ReplicaLimits } from './replica.ts';
 import { idPattern, recover, writeBatch, type Batch, type ChainConfig, type Store } from './store.ts';
-import { failure, make, type Role } from './wire.ts';
+import { Swim, type SwimOptions } from './swim.ts';
+import { decodeGossip, encodeGossip, failure, make, type Role } from './wire.ts';
 
 export interface NodeOptions {
   node: string;
@@ -31,6 +33,11 @@ export interface NodeOptions {
   /** Extra delay on every forward to the successor (the demo's latency control). */
   forwardDelayMs?: number;
   log?: (line: string) => void;
+  /**
+   * Failure detection: run a SWIM member over UDP on the same port number as TCP, starting
+   * from these seeds (the chain manager, or any member). Off when undefined.
+   */
+  gossip?: { seeds: { node: string; address: string }[]; swim?: Partial<SwimOptions>; tickMs?: number };
 }
 
 interface SuccLink {
@@ -57,6 +64,9 @@ export class ChainNode {
   private portValue = 0;
   private readonly connectionOptions: ConnectionOptions;
   /** Batches written, for the status report. */
+  private swim: Swim | undefined;
+  private udp: dgram.Socket | undefined;
+  private gossipTimer: NodeJS.Timeout | undefined;
   private batchesWritten = 0;
   private opsWritten = 0;
 
@@ -80,6 +90,7 @@ export class ChainNode {
     node.tickTimer = setInterval(() => node.tick(), options.tickMs ?? 100);
     node.tickTimer.unref();
     for (const chain of node.replicas.keys()) node.reconcileSucc(chain);
+    if (options.gossip !== undefined) await node.startGossip(options.gossip);
     node.log(`node ${options.node} listening on ${node.address} (data ${options.dataDir}, chains: ${[...node.replicas.keys()].join(', ') || 'none yet'})`);
     return node;
   }
@@ -90,6 +101,40 @@ export class ChainNode {
 
   get port(): number {
     return this.portValue;
+  }
+
+  private async startGossip(gossip: NonNullable<NodeOptions['gossip']>): Promise<void> {
+    const { cluster, secret } = this.options;
+    const swim = new Swim(this.options.node, this.address, gossip.seeds, Math.random, gossip.swim);
+    swim.onChange = (c) => this.log(`membership: ${c.node} is ${c.state} (incarnation ${c.incarnation}${c.local ? ', decided here' : ''})`);
+    const udp = dgram.createSocket('udp4');
+    udp.on('message', (datagram) => {
+      const message = decodeGossip(cluster, secret, datagram);
+      if (message === undefined || this.stopped) return;
+      swim.receive(message, Date.now());
+      this.flushGossip();
+    });
+    udp.on('error', (error) => this.log(`gossip socket: ${error.message}`));
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(this.portValue, this.options.host ?? '127.0.0.1', () => resolve());
+    });
+    this.swim = swim;
+    this.udp = udp;
+    this.gossipTimer = setInterval(() => {
+      swim.tick(Date.now());
+      this.flushGossip();
+    }, gossip.tickMs ?? 5);
+    this.gossipTimer.unref();
+  }
+
+  private flushGossip(): void {
+    const { swim, udp } = this;
+    if (swim === undefined || udp === undefined) return;
+    for (const d of swim.drain()) {
+      const at = d.address.lastIndexOf(':');
+      udp.send(encodeGossip(this.options.cluster, this.options.secret, d.message), Number(d.address.slice(at + 1)), d.address.slice(0, at));
+    }
   }
 
   replica(chain: string): Replica | undefined {
@@ -329,6 +374,7 @@ export class ChainNode {
       batchesWritten: this.batchesWritten,
       opsWritten: this.opsWritten,
       connections: this.connections.size,
+      membership: this.swim?.members().map((m) => ({ node: m.node, address: m.address, state: m.state, incarnation: m.incarnation })) ?? [],
       chains: [...this.replicas.values()].map((r) => r.status(includeState)),
     };
   }
@@ -430,6 +476,8 @@ export class ChainNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
+    if (this.gossipTimer !== undefined) clearInterval(this.gossipTimer);
+    this.udp?.close();
     for (const link of this.succLinks.values()) {
       if (link.timer !== undefined) clearTimeout(link.timer);
       link.connection?.close();

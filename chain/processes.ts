@@ -19,6 +19,8 @@ export interface NodeProcessOptions {
   port?: number;
   syncWrites?: boolean;
   forwardDelayMs?: number;
+  /** Run the failure detector, starting from these members. */
+  gossipSeeds?: { node: string; address: string }[];
   /** Extra environment (e.g. limits for tests). */
   env?: Record<string, string>;
   /** Lines the child logs, prefixed with its id. */
@@ -38,6 +40,7 @@ export async function spawnNode(options: NodeProcessOptions): Promise<NodeProces
   const args = [cli, 'node', '--id', options.id, '--data', options.dataDir, '--cluster', options.cluster, '--port', String(options.port ?? 0)];
   if (options.syncWrites === false) args.push('--no-sync');
   if (options.forwardDelayMs !== undefined) args.push('--forward-delay-ms', String(options.forwardDelayMs));
+  if (options.gossipSeeds !== undefined) args.push('--gossip-seeds', options.gossipSeeds.map((s) => `${s.node}=${s.address}`).join(','));
   // One process per node (node --import tsx), so SIGKILL really kills the node.
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: root,

@@ -23,10 +23,16 @@ export interface Update {
   readonly incarnation: number;
 }
 
-export type SwimMessage =
-  | { readonly kind: 'ping'; readonly from: string; readonly seq: number; readonly updates: readonly Update[] }
-  | { readonly kind: 'ack'; readonly from: string; readonly seq: number; readonly updates: readonly Update[] }
-  | { readonly kind: 'ping-req'; readonly from: string; readonly seq: number; readonly target: string; readonly updates: readonly Update[] };
+export interface SwimMessage {
+  readonly kind: 'ping' | 'ack' | 'ping-req';
+  readonly from: string;
+  /** Where the sender listens, so a member unknown to the receiver can be answered and added. */
+  readonly fromAddress: string;
+  readonly seq: number;
+  /** ping-req: the member to probe. */
+  readonly target: string;
+  readonly updates: readonly Update[];
+}
 
 export interface Datagram {
   readonly to: string;
@@ -124,6 +130,9 @@ export class Swim {
     assert(this.options.probeTimeoutMs < this.options.probeIntervalMs, 'Swim: probeTimeoutMs must be below probeIntervalMs');
     for (const seed of seeds) if (seed.node !== self) this.table.set(seed.node, { node: seed.node, address: seed.address, state: 'alive', incarnation: 0, since: 0 });
     assert(this.table.size <= this.options.membersMax, 'Swim: more seeds than membersMax');
+    // Announce ourselves and what we know, so members that only know a seed learn the rest.
+    this.enqueue({ node: self, address, state: 'alive', incarnation: 0 });
+    for (const m of this.table.values()) this.enqueue({ node: m.node, address: m.address, state: 'alive', incarnation: 0 });
   }
 
   /** Every member but this one, with its state. */
@@ -152,7 +161,7 @@ export class Swim {
     if (probe !== undefined && !probe.acked && !probe.indirectSent && this.now - probe.sentAt >= this.options.probeTimeoutMs * scale) {
       probe.indirectSent = true;
       const helpers = this.pick(this.options.indirectProbes, (m) => m.state === 'alive' && m.node !== probe.target);
-      for (const helper of helpers) this.send(helper, { kind: 'ping-req', from: this.self, seq: probe.seq, target: probe.target, updates: [] });
+      for (const helper of helpers) this.send(helper, this.message('ping-req', probe.seq, probe.target));
     }
     if (this.now >= this.nextProbeAt) {
       this.endProbe();
@@ -170,18 +179,19 @@ export class Swim {
   receive(message: SwimMessage, now: number): void {
     this.now = Math.max(this.now, now);
     for (const update of message.updates) this.apply(update);
+    if (message.from !== this.self && !this.table.has(message.from) && this.table.size < this.options.membersMax) this.add(message.from, message.fromAddress);
     const sender = this.table.get(message.from);
     // A member we hold dead is talking (it restarted): tell it, so it rejoins with a higher incarnation.
     if (sender?.state === 'dead') this.enqueue({ node: sender.node, address: sender.address, state: 'dead', incarnation: sender.incarnation });
     switch (message.kind) {
       case 'ping':
-        this.sendTo(message.from, { kind: 'ack', from: this.self, seq: message.seq, updates: [] });
+        this.sendTo(message.from, this.message('ack', message.seq));
         return;
       case 'ping-req': {
         const seq = ++this.seq;
         this.relays.set(seq, { origin: message.from, seq: message.seq, at: this.now });
         if (this.relays.size > this.options.membersMax) this.relays.delete(this.relays.keys().next().value as number);
-        this.sendTo(message.target, { kind: 'ping', from: this.self, seq, updates: [] });
+        this.sendTo(message.target, this.message('ping', seq));
         return;
       }
       case 'ack': {
@@ -193,7 +203,7 @@ export class Swim {
         const relay = this.relays.get(message.seq);
         if (relay !== undefined) {
           this.relays.delete(message.seq);
-          this.sendTo(relay.origin, { kind: 'ack', from: this.self, seq: relay.seq, updates: [] });
+          this.sendTo(relay.origin, this.message('ack', relay.seq));
         }
         return;
       }
@@ -230,7 +240,7 @@ export class Swim {
     if (target === undefined) return;
     const seq = ++this.seq;
     this.probe = { target: target.node, seq, sentAt: this.now, indirectSent: false, acked: false };
-    this.send(target, { kind: 'ping', from: this.self, seq, updates: [] });
+    this.send(target, this.message('ping', seq));
   }
 
   /** Round-robin over a shuffled list of members that are not dead; reshuffled each round. */
@@ -300,6 +310,10 @@ export class Swim {
 
   private enqueue(update: Update): void {
     this.gossip.set(update.node, { update, sends: 0 });
+  }
+
+  private message(kind: SwimMessage['kind'], seq: number, target = ''): SwimMessage {
+    return { kind, from: this.self, fromAddress: this.address, seq, target, updates: [] };
   }
 
   private send(member: Member, message: SwimMessage): void {

@@ -1,0 +1,121 @@
+// A cluster of real node processes with failure detection and the automatic manager, for the
+// failover benchmark and tests: start, load, kill, restart, and wait until healthy again.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ChainSession, type ClientOptions } from './client.ts';
+import { ClusterManager, type ClusterEvent } from './cluster-manager.ts';
+import { catchingUp, nodeStatus } from './manager.ts';
+import { chainIds, chainOf } from './placement.ts';
+import { spawnNode, type NodeProcess } from './processes.ts';
+
+export interface LocalClusterOptions {
+  readonly nodes: number;
+  readonly chains: number;
+  readonly k: number;
+  readonly secret: string;
+  readonly cluster?: string;
+  readonly log?: (line: string) => void;
+}
+
+export class LocalCluster {
+  readonly processes = new Map<string, NodeProcess>();
+  private readonly ports = new Map<string, number>();
+
+  private constructor(
+    readonly options: LocalClusterOptions,
+    readonly manager: ClusterManager,
+    readonly dir: string,
+    /** The manager's membership changes and configurations, in order. */
+    readonly events: ClusterEvent[],
+  ) {}
+
+  static async start(options: LocalClusterOptions): Promise<LocalCluster> {
+    const events: ClusterEvent[] = [];
+    const cluster = options.cluster ?? 'local';
+    const manager = await ClusterManager.bind({ cluster, secret: options.secret, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
+    const c = new LocalCluster(options, manager, mkdtempSync(path.join(tmpdir(), 'adama-cluster-')), events);
+    for (let i = 1; i <= options.nodes; i++) await c.startNode(`n${i}`);
+    await manager.start([...c.processes.values()].map((p) => ({ node: p.id, address: p.address })));
+    return c;
+  }
+
+  get clientOptions(): ClientOptions {
+    return { cluster: this.options.cluster ?? 'local', secret: this.options.secret };
+  }
+
+  get addresses(): string[] {
+    return [...this.processes.values()].map((p) => p.address);
+  }
+
+  /** Starts (or restarts, on its old port and data) node `id`. */
+  async startNode(id: string): Promise<NodeProcess> {
+    const p = await spawnNode({
+      id,
+      dataDir: path.join(this.dir, id),
+      cluster: this.options.cluster ?? 'local',
+      secret: this.options.secret,
+      port: this.ports.get(id) ?? 0,
+      gossipSeeds: [this.manager.seed],
+      onLog: (line) => this.options.log?.(line),
+    });
+    this.ports.set(id, Number(p.address.split(':')[1]));
+    this.processes.set(id, p);
+    return p;
+  }
+
+  async kill(id: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.processes.get(id)?.kill(signal);
+  }
+
+  /** A document name that lives on `chain`. */
+  docOn(chain: string, prefix = 'doc'): string {
+    const chains = chainIds(this.options.chains);
+    for (let i = 0; ; i++) if (chainOf(`${prefix}-${i}`, chains) === chain) return `${prefix}-${i}`;
+  }
+
+  session(doc: string, clientId: string): ChainSession {
+    return new ChainSession({ ...this.clientOptions, addresses: this.addresses, chain: chainOf(doc, chainIds(this.options.chains)), clientId, submitTimeoutMs: 30_000 });
+  }
+
+  /**
+   * Every chain has k members, all alive to the detector and at the manager's epoch, none
+   * still catching up, and each head ready.
+   */
+  async healthy(): Promise<boolean> {
+    const states = new Map(this.manager.membership().map((m) => [m.node, m.state]));
+    for (const config of this.manager.configs.values()) {
+      if (config.members.length < Math.min(this.options.k, this.options.nodes)) return false;
+      if (config.members.some((m) => states.get(m.node) !== 'alive')) return false;
+    }
+    const statuses = await Promise.all(this.addresses.map((a) => nodeStatus(a, this.clientOptions).catch(() => undefined)));
+    const caughtUp = new Map<string, Map<string, number>>();
+    for (const st of statuses) {
+      if (st === undefined) return false;
+      for (const c of st.chains) caughtUp.set(c.chain, (caughtUp.get(c.chain) ?? new Map()).set(st.node, c.caughtUpEpoch));
+    }
+    for (const config of this.manager.configs.values()) {
+      if (catchingUp(config, caughtUp.get(config.chain) ?? new Map()).size > 0) return false;
+      for (const m of config.members) {
+        const c = statuses.find((st) => st?.node === m.node)?.chains.find((x) => x.chain === config.chain);
+        if (c === undefined || c.epoch !== config.epoch || (m === config.members[0] && !c.ready)) return false;
+      }
+    }
+    return true;
+  }
+
+  async waitHealthy(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await this.healthy())) {
+      if (Date.now() > deadline) throw new Error(`the cluster did not become healthy within ${timeoutMs} ms: ${JSON.stringify([...this.manager.configs.values()].map((c) => [c.chain, c.epoch, c.members.map((m) => m.node)]))} ${JSON.stringify(this.manager.membership())}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.manager.stop();
+    await Promise.all([...this.processes.values()].map((p) => p.kill('SIGKILL')));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

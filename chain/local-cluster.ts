@@ -89,7 +89,8 @@ export class LocalCluster {
       if (config.members.length < Math.min(this.options.k, this.options.nodes)) return false;
       if (config.members.some((m) => states.get(m.node) !== 'alive')) return false;
     }
-    const statuses = await Promise.all(this.addresses.map((a) => nodeStatus(a, this.clientOptions).catch(() => undefined)));
+    const members = new Set([...this.manager.configs.values()].flatMap((c) => c.members.map((m) => m.address)));
+    const statuses = await Promise.all([...members].map((a) => nodeStatus(a, this.clientOptions).catch(() => undefined)));
     const caughtUp = new Map<string, Map<string, number>>();
     for (const st of statuses) {
       if (st === undefined) return false;

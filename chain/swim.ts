@@ -75,6 +75,9 @@ export function deathBoundMs(options: SwimOptions, members: number): number {
   return (members + 1) * options.probeIntervalMs + options.suspicionTimeoutMs + Math.ceil(Math.log2(members + 1) + 2) * options.probeIntervalMs;
 }
 
+/** One probe in this many goes to a member held dead (see startProbe). */
+const deadProbeEvery = 5;
+
 export interface Member {
   readonly node: string;
   address: string;
@@ -108,6 +111,7 @@ export class Swim {
   private incarnation = 0;
   private localHealth = 0;
   private seq = 0;
+  private periods = 0;
   private now = 0;
   private nextProbeAt = 0;
   private probe: Probe | undefined;
@@ -236,7 +240,12 @@ export class Swim {
   }
 
   private startProbe(): void {
-    const target = this.nextTarget();
+    // Every deadProbeEvery periods, probe a member held dead instead: after a partition heals,
+    // two sides that hold each other dead talk again, learn so, and refute (memberlist's
+    // reconnect). A dead member that stays silent is not suspected again.
+    this.periods++;
+    const dead = this.periods % deadProbeEvery === 0 ? [...this.table.values()].filter((m) => m.state === 'dead') : [];
+    const target = dead.length > 0 ? dead[Math.floor(this.random() * dead.length)] : this.nextTarget();
     if (target === undefined) return;
     const seq = ++this.seq;
     this.probe = { target: target.node, seq, sentAt: this.now, indirectSent: false, acked: false };
@@ -271,12 +280,14 @@ export class Swim {
   /** SWIM's precedence rules, plus: a dead member comes back with a higher incarnation (a restart). */
   private apply(update: Update): void {
     if (update.node === this.self) {
-      if (update.state !== 'alive' && update.incarnation >= this.incarnation) {
+      if (update.state === 'alive') return;
+      if (update.incarnation >= this.incarnation) {
         // Refute: we are alive, with a higher incarnation than the accusation.
         this.incarnation = update.incarnation + 1;
         this.localHealth = Math.min(this.options.localHealthMax, this.localHealth + 1);
-        this.enqueue({ node: this.self, address: this.address, state: 'alive', incarnation: this.incarnation });
       }
+      // An older accusation still circulates (its sender missed our refutation): say it again.
+      if (this.gossip.get(this.self)?.update.incarnation !== this.incarnation) this.enqueue({ node: this.self, address: this.address, state: 'alive', incarnation: this.incarnation });
       return;
     }
     let member = this.table.get(update.node);

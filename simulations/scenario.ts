@@ -17,7 +17,8 @@ export type Fault =
   | { readonly atMs: number; readonly kind: 'lossy'; readonly rate: number; readonly forMs: number }
   | { readonly atMs: number; readonly kind: 'remove'; readonly chain: number; readonly node: number }
   | { readonly atMs: number; readonly kind: 'add'; readonly chain: number; readonly node: number }
-  | { readonly atMs: number; readonly kind: 'stale-config'; readonly chain: number; readonly node: number; readonly back: number };
+  | { readonly atMs: number; readonly kind: 'stale-config'; readonly chain: number; readonly node: number; readonly back: number }
+  | { readonly atMs: number; readonly kind: 'pause'; readonly node: number; readonly forMs: number };
 
 export interface Scenario {
   readonly seed: number;
@@ -34,6 +35,11 @@ export interface Scenario {
    * state transfer happen. Checks that need the whole log then cover the retained part only.
    */
   readonly compact: boolean;
+  /**
+   * The nodes and the manager run the SWIM failure detector and the manager reconfigures by
+   * itself with plan() (crash faults' `failover` is then the detector's business).
+   */
+  readonly autopilot: boolean;
 }
 
 export const compactLimits = { deltaLogEntriesMax: 8, deltaLogKeepEntries: 4, docQueueDepthMax: 4 } as const;
@@ -58,6 +64,7 @@ export const faultArb: fc.Arbitrary<Fault> = fc.oneof(
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('remove' as const), chain: index, node: index }), weight: 2 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('add' as const), chain: index, node: index }), weight: 2 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('stale-config' as const), chain: index, node: index, back: fc.integer({ min: 1, max: 3 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('pause' as const), node: index, forMs: fc.integer({ min: 10, max: 800 }) }), weight: 2 },
 );
 
 const opArb = fc.record({ atMs: time, doc: index, kind: fc.nat({ max: moveKinds - 1 }), pick: fc.nat({ max: 999 }) });
@@ -73,6 +80,7 @@ export const scenarioArb: fc.Arbitrary<Scenario> = fc
     faults: fc.array(faultArb, { maxLength: 10 }),
     disk: fc.constantFrom('ssd' as const, 'slow' as const),
     compact: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
+    autopilot: fc.boolean(),
   })
   .map((s) => ({ ...s, k: Math.min(s.k, s.nodes) }));
 
@@ -88,6 +96,7 @@ export function settingsOf(s: Scenario): WorldSettings {
     ...defaultNetwork,
     diskMs: s.disk === 'slow' ? { min: 1, max: 15 } : defaultNetwork.diskMs,
     limits: s.compact ? compactLimits : undefined,
+    autopilot: s.autopilot,
   };
 }
 
@@ -96,7 +105,7 @@ export function describe(s: Scenario): string[] {
   const settings = settingsOf(s);
   const node = (i: number): string => `n${(i % s.nodes) + 1}`;
   const chain = (i: number): string => `c${(i % s.chains) + 1}`;
-  const lines = [`${s.nodes} nodes, ${s.disk} disks${s.compact ? ', tiny logs' : ''}, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => `${d.id}@${d.chain}`).join(' ')}; world seed ${s.seed}`];
+  const lines = [`${s.nodes} nodes, ${s.disk} disks${s.compact ? ', tiny logs' : ''}${s.autopilot ? ', autopilot (SWIM + plan)' : ''}, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => `${d.id}@${d.chain}`).join(' ')}; world seed ${s.seed}`];
   settings.clients.forEach((c, i) => lines.push(`cl${i + 1} (${viewers[c.viewer]}): ${c.ops.map((o) => `${o.atMs}ms d${(o.doc % settings.docs.length) + 1} move ${o.move.kind}/${o.move.pick}`).join(', ')}`));
   for (const f of [...s.faults].sort((a, b) => a.atMs - b.atMs)) {
     const at = `${f.atMs}ms`;
@@ -131,6 +140,9 @@ export function describe(s: Scenario): string[] {
       case 'stale-config':
         lines.push(`${at} ${node(f.node)} receives the configuration of ${chain(f.chain)} from ${f.back} epoch(s) ago`);
         break;
+      case 'pause':
+        lines.push(`${at} ${node(f.node)} paused (SIGSTOP) for ${f.forMs}ms`);
+        break;
     }
   }
   return lines;
@@ -138,6 +150,10 @@ export function describe(s: Scenario): string[] {
 
 export interface RunResult {
   readonly events: number;
+  /** Autopilot runs: nodes the manager's detector declared dead while their process ran, unexplained by a fault. */
+  readonly falsePositives: number;
+  /** ... and explained by a crash, partition, isolation, slowness, frame loss or a long pause. */
+  readonly deathsWhileCutOff: number;
   readonly virtualMs: number;
   readonly violation: { readonly invariant: string; readonly message: string } | undefined;
 }
@@ -160,10 +176,10 @@ export async function runScenario(s: Scenario, bugs: readonly PlantedBug[] = [],
     const pending = pendingWork(world);
     inspect?.(world);
     checker.final(world, pending === '', pending);
-    return { events: world.events, virtualMs: world.now, violation: undefined };
+    return { events: world.events, falsePositives: world.manager.falsePositives, deathsWhileCutOff: world.manager.deathsWhileCutOff, virtualMs: world.now, violation: undefined };
   } catch (error) {
     inspect?.(world);
-    if (error instanceof ViolationError) return { events: world.events, virtualMs: world.now, violation: { invariant: error.invariant, message: error.detail } };
+    if (error instanceof ViolationError) return { events: world.events, falsePositives: world.manager.falsePositives, deathsWhileCutOff: world.manager.deathsWhileCutOff, virtualMs: world.now, violation: { invariant: error.invariant, message: error.detail } };
     throw error;
   } finally {
     planted.bugs.clear();
@@ -188,13 +204,18 @@ function scheduleFaults(world: World, s: Scenario): void {
           const node = name(f.node);
           if (!world.node(node).alive) return;
           await world.node(node).crash(f.powerLoss);
+          world.node(node).disturbedUntil = Math.max(world.node(node).disturbedUntil, world.now + f.downMs);
           world.note(`${node} ${f.powerLoss ? 'lost power' : 'crashed'}`);
-          if (f.failover) world.after(world.rng.range(20, 300), () => void [...world.manager.configs.keys()].forEach((c) => world.manager.remove(c, node)));
-          world.after(f.downMs, () => restart(node, f.failover));
+          const failover = f.failover && !s.autopilot;
+          if (failover) world.after(world.rng.range(20, 300), () => void [...world.manager.configs.keys()].forEach((c) => world.manager.remove(c, node)));
+          world.after(f.downMs, () => restart(node, failover));
           return;
         }
         case 'outage':
-          for (const n of world.nodes) await n.crash(true);
+          for (const n of world.nodes) {
+            await n.crash(true);
+            n.disturbedUntil = Math.max(n.disturbedUntil, world.now + f.downMs);
+          }
           world.note('power outage');
           world.after(f.downMs, async () => {
             for (const n of world.nodes) await restart(n.name, false);
@@ -203,6 +224,8 @@ function scheduleFaults(world: World, s: Scenario): void {
         case 'partition': {
           const [a, b] = [name(f.a), name(f.b)];
           if (a === b) return;
+          for (const n of [a, b]) world.node(n).disturbedUntil = Math.max(world.node(n).disturbedUntil, world.now + f.forMs);
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
           const pairs = f.oneWay ? [`${a}>${b}`] : [`${a}>${b}`, `${b}>${a}`];
           for (const p of pairs) net.blocked.add(p);
           world.after(f.forMs, () => pairs.forEach((p) => net.blocked.delete(p)));
@@ -210,6 +233,8 @@ function scheduleFaults(world: World, s: Scenario): void {
         }
         case 'isolate': {
           const node = name(f.node);
+          world.node(node).disturbedUntil = Math.max(world.node(node).disturbedUntil, world.now + f.forMs);
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
           const others = [...world.nodes.map((n) => n.name), ...world.clients.map((c) => c.name), 'manager'].filter((o) => o !== node);
           const pairs = others.flatMap((o) => [`${node}>${o}`, `${o}>${node}`]);
           for (const p of pairs) net.blocked.add(p);
@@ -223,12 +248,15 @@ function scheduleFaults(world: World, s: Scenario): void {
         }
         case 'slow': {
           const node = name(f.node);
+          world.node(node).disturbedUntil = Math.max(world.node(node).disturbedUntil, world.now + f.forMs);
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
           net.slow.set(node, f.factor);
           world.after(f.forMs, () => net.slow.delete(node));
           return;
         }
         case 'lossy':
           net.dropRate = f.rate;
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
           world.after(f.forMs, () => void (net.dropRate = 0));
           return;
         case 'remove':
@@ -240,6 +268,17 @@ function scheduleFaults(world: World, s: Scenario): void {
         case 'stale-config':
           if (world.manager.replay(chainOf(f.chain), name(f.node), f.back)) world.note(`${name(f.node)} got an old configuration of ${chainOf(f.chain)}`);
           return;
+        case 'pause': {
+          const node = world.node(name(f.node));
+          node.pausedUntil = Math.max(node.pausedUntil, world.now + f.forMs);
+          // A pause longer than 300 ms may outlast the suspicion timeout: a death then is expected.
+          if (f.forMs > 300) {
+            node.disturbedUntil = Math.max(node.disturbedUntil, node.pausedUntil);
+            world.net.cutOffUntil = Math.max(world.net.cutOffUntil, node.pausedUntil);
+          }
+          world.note(`${node.name} paused until ${node.pausedUntil.toFixed(1)}ms`);
+          return;
+        }
       }
     };
     if (f.kind === 'crash' && f.duringWrite) world.at(f.atMs, () => untilWriting(world, [world.node(name(f.node))], strike));
@@ -269,8 +308,11 @@ async function heal(world: World): Promise<void> {
   world.net.blocked.clear();
   world.net.slow.clear();
   world.net.dropRate = 0;
-  for (const node of world.nodes) if (!node.alive) await node.start();
-  world.manager.refill = true;
+  for (const node of world.nodes) {
+    node.pausedUntil = Math.min(node.pausedUntil, world.now);
+    if (!node.alive) await node.start();
+  }
+  if (!world.settings.autopilot) world.manager.refill = true; // with autopilot, plan() refills
   world.note('healed');
 }
 
@@ -285,6 +327,11 @@ export function pendingWork(world: World): string {
     }
   }
   if (!world.manager.allAcked()) return 'the manager has unacknowledged configurations';
+  const swim = world.manager.swim;
+  if (swim !== undefined) {
+    for (const node of world.nodes) if (swim.state(node.name) !== 'alive') return `the manager's detector holds ${node.name} ${swim.state(node.name)}`;
+    for (const config of world.manager.configs.values()) if (config.members.length < Math.min(world.settings.k, world.settings.nodes)) return `${config.chain} is short of k`;
+  }
   for (const [chain, config] of world.manager.configs) {
     const joining = world.manager.joining(chain);
     if (joining.size > 0) return `${[...joining].join(', ')} still catching up on ${chain}`;
@@ -315,6 +362,10 @@ export interface BatchResult {
   readonly runs: number;
   /** Extra runs spent shrinking a failure. */
   readonly shrinkRuns: number;
+  /** Runs with the failure detector and the automatic manager, and their false deaths (before any failure). */
+  readonly autopilotRuns: number;
+  readonly falsePositives: number;
+  readonly deathsWhileCutOff: number;
   readonly events: number;
   readonly seconds: number;
   readonly violations: Violation[];
@@ -354,7 +405,7 @@ async function replay(options: BatchOptions & { path: string }): Promise<BatchRe
   const result = await runScenario(scenario, options.bugs);
   options.onRun?.(1, result.events);
   const violations = result.violation === undefined ? [] : [{ ...result.violation, seed: options.seed, path: options.path, schedule: describe(scenario) }];
-  return { runs: 1, shrinkRuns: 0, events: result.events, seconds: (performance.now() - started) / 1_000, violations };
+  return { runs: 1, shrinkRuns: 0, autopilotRuns: scenario.autopilot ? 1 : 0, falsePositives: result.falsePositives, deathsWhileCutOff: result.deathsWhileCutOff, events: result.events, seconds: (performance.now() - started) / 1_000, violations };
 }
 
 /** Runs `runs` generated scenarios through fast-check; a failure is shrunk (unless `shrink` is false) and reported with its seed and path. */
@@ -368,11 +419,19 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
   let first: string | undefined;
   let shrinkRuns = 0;
   const shrinkRunsMax = options.shrinkRunsMax ?? 2_000;
+  let autopilotRuns = 0;
+  let falsePositives = 0;
+  let deathsWhileCutOff = 0;
   const property = fc.asyncProperty(scenarioArb, async (scenario) => {
     if (first !== undefined && ++shrinkRuns > shrinkRunsMax) return;
     const result = await runScenario(scenario, options.bugs);
     events += result.events;
     runs++;
+    if (first === undefined && scenario.autopilot) {
+      autopilotRuns++;
+      falsePositives += result.falsePositives;
+      deathsWhileCutOff += result.deathsWhileCutOff;
+    }
     options.onRun?.(runs, events);
     if (result.violation === undefined || (first !== undefined && result.violation.invariant !== first)) return;
     first = result.violation.invariant;
@@ -388,7 +447,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     violations.push({ invariant: error.invariant, message: error.detail, seed: details.seed, path: details.counterexamplePath ?? '', schedule: describe(scenario) });
   }
   const generated = details.failed ? details.numRuns : runs;
-  return { runs: generated, shrinkRuns: runs - generated, events, seconds, violations };
+  return { runs: generated, shrinkRuns: runs - generated, autopilotRuns, falsePositives, deathsWhileCutOff, events, seconds, violations };
 }
 
 export { plantedBugNames };

@@ -87,6 +87,7 @@ const result = await runBatch({
 });
 const eventsPerSecond = Math.round(result.events / Math.max(result.seconds, 1e-9));
 say(`simulate: ${result.runs} runs${result.shrinkRuns > 0 ? ` + ${result.shrinkRuns} while shrinking` : ''}, ${result.events} simulated events in ${result.seconds.toFixed(1)} s = ${eventsPerSecond} events/s`);
+say(`autopilot runs (SWIM + automatic manager): ${result.autopilotRuns}; running nodes declared dead: ${result.deathsWhileCutOff} after a crash or while cut off, slowed or paused over 300 ms, ${result.falsePositives} false positives (no such fault)`);
 if (result.violations.length === 0) {
   say(`no violations${bug === undefined ? '' : ` (planted bug ${bug} was not caught)`}`);
 } else {
@@ -98,6 +99,6 @@ if (result.violations.length === 0) {
   }
 }
 if (values.json) {
-  console.log(JSON.stringify({ runs: result.runs, shrinkRuns: result.shrinkRuns, seed, events: result.events, eventsPerSecond, violations: result.violations, bug: bug ?? null }));
+  console.log(JSON.stringify({ runs: result.runs, shrinkRuns: result.shrinkRuns, autopilotRuns: result.autopilotRuns, falsePositives: result.falsePositives, deathsWhileCutOff: result.deathsWhileCutOff, seed, events: result.events, eventsPerSecond, violations: result.violations, bug: bug ?? null }));
 }
 process.exit(result.violations.length > 0 ? 1 : 0);

@@ -17,9 +17,11 @@ import type { JsonObject } from '../engine/json.ts';
 import { apply } from '../engine/patch.ts';
 import { concreteOp, viewers, type Move } from '../engine/workloads.ts';
 import { addTail, catchingUp, removeNode } from '../chain/manager.ts';
+import { plan } from '../chain/placement.ts';
+import { Swim, type SwimMessage } from '../chain/swim.ts';
 import { Replica, type ClientRef, type ReplicaLimits } from '../chain/replica.ts';
 import { recover, writeBatch, type Batch, type ChainConfig, type Store } from '../chain/store.ts';
-import { decodeFrame, encodeFrame, failure, make, type Frame, type ViewUpdate, type WireEnvelope } from '../chain/wire.ts';
+import { decodeFrame, decodeGossip, encodeFrame, encodeGossip, failure, make, type Frame, type ViewUpdate, type WireEnvelope } from '../chain/wire.ts';
 
 // -----------------------------------------------------------------------------------------
 // Time
@@ -106,6 +108,8 @@ export interface WorldSettings {
   readonly diskMs: { readonly min: number; readonly max: number };
   readonly tickMs: number;
   readonly limits?: Partial<ReplicaLimits>;
+  /** Nodes and the manager run SWIM; the manager reconfigures on its own with plan(). */
+  readonly autopilot?: boolean;
 }
 
 export const defaultNetwork = { latencyMs: { min: 0.05, max: 1.5 }, diskMs: { min: 0.1, max: 2.5 }, tickMs: 100 };
@@ -156,13 +160,22 @@ export interface Proc {
   alive: boolean;
   incarnation: number;
   readonly conns: Set<Conn>;
+  /** Runs `run` now, or when the process is no longer paused (a paused process does nothing). */
+  whenRunning?(run: () => unknown): unknown;
 }
+
+const running = (proc: Proc | undefined, run: () => unknown): unknown => (proc?.whenRunning === undefined ? run() : proc.whenRunning(run));
 
 export class Network {
   /** Directed blocks "a>b": frames from a to b are lost (and their connection breaks). */
   readonly blocked = new Set<string>();
   readonly slow = new Map<string, number>();
   dropRate = 0;
+  /**
+   * Until when some member was cut off or slowed (a partition, isolation, slowness, frame
+   * loss or a long pause). A member cut off declares others dead, and that news spreads.
+   */
+  cutOffUntil = 0;
   framesInFlight = 0;
   framesSent = 0;
 
@@ -204,8 +217,16 @@ export class Network {
       ]);
       from.conns.add(conn);
       to.conns.add(conn);
-      accept(conn);
-      connected(conn);
+      running(to, () => {
+        // The target died (or restarted) while paused: the handshake never completed.
+        if (!conn.open || !to.alive || to.incarnation !== conn.sides[1].incarnation) {
+          from.conns.delete(conn);
+          if (from.alive && from.incarnation === fromInc) failed();
+          return;
+        }
+        accept(conn);
+        connected(conn);
+      });
     });
   }
 
@@ -231,10 +252,20 @@ export class Network {
     this.framesSent++;
     world.at(arrival, () => {
       this.framesInFlight--;
-      if (toSide.closed || !to.alive || to.incarnation !== toSide.incarnation) return;
-      toSide.onFrame(decodeFrame(bytes));
+      return running(to, () => {
+        if (toSide.closed || !to.alive || to.incarnation !== toSide.incarnation) return;
+        toSide.onFrame(decodeFrame(bytes));
+      });
     });
   }
+
+  /** An unreliable datagram (UDP): lost under a partition or a lossy spell, never breaks anything. */
+  datagram(from: Proc, to: string, deliver: () => unknown): void {
+    if (!from.alive || this.isBlocked(from.name, to) || (this.dropRate > 0 && this.world.rng.chance(this.dropRate))) return;
+    this.datagramsSent++;
+    this.world.after(this.latency(from.name, to), () => running(this.world.proc(to), deliver));
+  }
+  datagramsSent = 0;
 
   /** A graceful close by `by`: its side closes now, the other after the frames already sent. */
   close(conn: Conn, by: Proc): void {
@@ -257,12 +288,14 @@ export class Network {
 
   private notifyClose(side: ConnSide, delayMs: number): void {
     if (side.closed) return;
-    this.world.after(delayMs, () => {
-      if (side.closed) return;
-      side.closed = true;
-      side.proc.conns.forEach((c) => c.sides.includes(side) && side.proc.conns.delete(c));
-      if (side.proc.alive && side.proc.incarnation === side.incarnation) side.onClose();
-    });
+    this.world.after(delayMs, () =>
+      running(side.proc, () => {
+        if (side.closed) return;
+        side.closed = true;
+        side.proc.conns.forEach((c) => c.sides.includes(side) && side.proc.conns.delete(c));
+        if (side.proc.alive && side.proc.incarnation === side.incarnation) side.onClose();
+      }),
+    );
   }
 
   /** A process died: its sides close silently; peers notice after `minMs..maxMs`. */
@@ -294,6 +327,11 @@ interface Write {
 }
 
 export const addressOf = (node: string): string => `${node}.sim:7000`;
+const managerId = 'manager';
+const simCluster = 'sim-cluster';
+const simSecret = 'sim-cluster-secret';
+/** How often detectors tick (virtual ms). */
+const gossipTickMs = 10;
 /** SIM_TRACE=1 adds every peer frame to the run's trace (slow; for reading one failing run). */
 const traceFrames = process.env.SIM_TRACE === '1';
 const nodeOfAddress = (address: string): string => address.replace(/\.sim:7000$/, '');
@@ -313,6 +351,11 @@ export class SimNode implements Proc {
   /** The disk: what is durable. A power loss keeps exactly this. */
   readonly store: Store;
   crashes = 0;
+  /** A paused process (SIGSTOP) does nothing until then; what reaches it waits. */
+  pausedUntil = 0;
+  /** Until when a fault cut this node off or slowed it (partition, isolation, slowness, a long pause). */
+  disturbedUntil = 0;
+  swim: Swim | undefined;
   /** Per chain, the highest epoch this node acknowledged as durable (kept across restarts: it is on disk). */
   readonly ackedEpochs = new Map<string, number>();
 
@@ -321,6 +364,29 @@ export class SimNode implements Proc {
     private readonly world: World,
   ) {
     this.store = new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as Store;
+  }
+
+  whenRunning(run: () => unknown): unknown {
+    if (this.pausedUntil > this.world.now) {
+      this.world.at(this.pausedUntil, () => this.whenRunning(run));
+      return undefined;
+    }
+    return run();
+  }
+
+  /** The failure detector's datagrams, protobuf-encoded and signed as in production. */
+  private flushGossip(): void {
+    const swim = this.swim;
+    if (swim === undefined) return;
+    for (const d of swim.drain()) this.world.sendGossip(this, d.to, d.message);
+  }
+
+  receiveGossip(bytes: Buffer): void {
+    if (!this.alive || this.swim === undefined) return;
+    const message = decodeGossip(simCluster, simSecret, bytes);
+    if (message === undefined) return;
+    this.swim.receive(message, this.world.now);
+    this.flushGossip();
   }
 
   async start(): Promise<void> {
@@ -339,12 +405,29 @@ export class SimNode implements Proc {
     const inc = this.incarnation;
     const tick = (): void => {
       if (!this.alive || this.incarnation !== inc) return;
-      for (const replica of this.replicas.values()) replica.tick(this.world.now);
-      this.schedulePump();
+      if (this.pausedUntil <= this.world.now) {
+        for (const replica of this.replicas.values()) replica.tick(this.world.now);
+        this.schedulePump();
+      }
       this.world.after(this.world.settings.tickMs, tick);
     };
     this.world.after(this.world.rng.range(0, this.world.settings.tickMs), tick);
     for (const chain of this.replicas.keys()) this.reconcileSucc(chain);
+    this.swim = undefined;
+    if (this.world.settings.autopilot === true) {
+      const seeds = [...this.world.nodes.map((n) => n.name), managerId].map((node) => ({ node, address: node }));
+      const swim = new Swim(this.name, this.name, seeds, () => this.world.rng.next());
+      this.swim = swim;
+      const gossipTick = (): void => {
+        if (!this.alive || this.incarnation !== inc) return;
+        if (this.pausedUntil <= this.world.now) {
+          swim.tick(this.world.now);
+          this.flushGossip();
+        }
+        this.world.after(gossipTickMs, gossipTick);
+      };
+      this.world.after(this.world.rng.range(0, gossipTickMs), gossipTick);
+    }
   }
 
   private addReplica(chain: string, replica: Replica): void {
@@ -358,6 +441,7 @@ export class SimNode implements Proc {
   async crash(powerLoss: boolean): Promise<void> {
     if (!this.alive) return;
     this.alive = false;
+    this.pausedUntil = 0; // the next process starts unpaused
     this.crashes++;
     const write = this.writing;
     this.writing = undefined;
@@ -548,11 +632,13 @@ export class SimNode implements Proc {
     if (this.pumpScheduled || !this.alive) return;
     this.pumpScheduled = true;
     const inc = this.incarnation;
-    this.world.after(0, () => {
-      if (this.incarnation !== inc) return;
-      this.pumpScheduled = false;
-      this.pump();
-    });
+    this.world.after(0, () =>
+      this.whenRunning(() => {
+        if (this.incarnation !== inc) return;
+        this.pumpScheduled = false;
+        this.pump();
+      }),
+    );
   }
 
   private pump(): void {
@@ -592,14 +678,14 @@ export class SimNode implements Proc {
     if (this.writeWatchers.length > 0) for (const run of this.writeWatchers.splice(0)) run();
     const { min, max } = this.world.settings.diskMs;
     const inc = this.incarnation;
-    this.world.after(this.world.rng.range(min, max) * this.world.net.slowness(this.name), async () => {
+    this.world.after(this.world.rng.range(min, max) * this.world.net.slowness(this.name), () => this.whenRunning(async () => {
       if (this.incarnation !== inc || this.writing !== write || !this.alive) return; // crashed meanwhile
       await writeBatch(this.store, { id: 0, ops: write.ops }, true);
       this.writing = undefined;
       for (const [replica, batch] of write.batches) this.guard(() => replica.durable(batch.id));
       for (const run of write.waiters) run();
       this.pump();
-    });
+    }));
   }
 
   private writeWatchers: (() => void)[] = [];
@@ -635,7 +721,32 @@ export class SimManager {
   reconfigurations = 0;
   refusals = 0;
 
+  /** Autopilot: the manager's own failure detector; plan() acts on it. */
+  readonly swim: Swim | undefined;
+  /**
+   * Nodes this detector declared dead while their process was running: after their own crash
+   * or while some member was cut off or slowed in the last 2 s (expected: SWIM spreads the
+   * deaths a cut-off member declares), and otherwise (false positives: nothing but timing, or
+   * pauses of at most 300 ms).
+   */
+  deathsWhileCutOff = 0;
+  falsePositives = 0;
+
   constructor(private readonly world: World) {
+    if (world.settings.autopilot === true) {
+      const seeds = world.settings.chains.length === 0 ? [] : Array.from({ length: world.settings.nodes }, (_, i) => ({ node: world.nodeName(i), address: world.nodeName(i) }));
+      const swim = new Swim(managerId, managerId, seeds, () => world.rng.next());
+      swim.onChange = (c) => {
+        if (c.state !== 'dead') return;
+        const node = world.node(c.node);
+        if (node?.alive !== true) return;
+        const explained = Math.max(node.disturbedUntil, world.net.cutOffUntil) > world.now - 2_000;
+        if (explained) this.deathsWhileCutOff++;
+        else this.falsePositives++;
+        world.note(`manager: ${c.node} declared dead while running (${explained ? 'cut off or slowed' : 'FALSE POSITIVE'})`);
+      };
+      this.swim = swim;
+    }
     for (const c of world.settings.chains) {
       const members = c.members.map((i) => world.nodeName(i));
       this.configs.set(c.id, { chain: c.id, epoch: 1, members: members.map((node) => ({ node, address: addressOf(node), sinceEpoch: 1 })) });
@@ -643,8 +754,38 @@ export class SimManager {
     }
   }
 
+  receiveGossip(bytes: Buffer): void {
+    const message = decodeGossip(simCluster, simSecret, bytes);
+    if (message === undefined || this.swim === undefined) return;
+    this.swim.receive(message, this.world.now);
+    for (const d of this.swim.drain()) this.world.sendGossip(this.world.managerProc, d.to, d.message);
+  }
+
+  /** Autopilot: the production decision function on the detector's view. */
+  private autopilot(): void {
+    const swim = this.swim;
+    if (swim === undefined) return;
+    const live: { node: string; address: string }[] = [];
+    const dead = new Set<string>();
+    for (const n of this.world.nodes) {
+      if (swim.state(n.name) === 'dead') dead.add(n.name);
+      else live.push({ node: n.name, address: addressOf(n.name) });
+    }
+    for (const { config } of plan([...this.configs.values()], { live, dead }, this.world.settings.k, this.caughtUp)) this.set(config);
+  }
+
   start(): void {
     for (const chain of this.configs.keys()) this.push(chain);
+    const swim = this.swim;
+    if (swim !== undefined) {
+      const gossipTick = (): void => {
+        swim.tick(this.world.now);
+        for (const d of swim.drain()) this.world.sendGossip(this.world.managerProc, d.to, d.message);
+        this.autopilot();
+        this.world.after(gossipTickMs, gossipTick);
+      };
+      this.world.after(gossipTickMs, gossipTick);
+    }
     const retry = (): void => {
       for (const chain of this.configs.keys()) {
         this.push(chain);
@@ -694,13 +835,13 @@ export class SimManager {
     this.caughtUp.set(chain, known);
     for (const node of this.joining(chain)) {
       const target = this.world.node(node);
-      this.world.after(net.latency('manager', node), () => {
+      this.world.after(net.latency('manager', node), () => running(target, () => {
         if (!target.alive || net.isBlocked('manager', node)) return;
         const epoch = target.replicas.get(chain)?.caughtUpEpoch ?? 0;
         this.world.after(net.latency(node, 'manager'), () => {
           if (!net.isBlocked(node, 'manager')) known.set(node, Math.max(known.get(node) ?? 0, epoch));
         });
-      });
+      }));
     }
   }
 
@@ -734,7 +875,7 @@ export class SimManager {
     for (const node of this.everMembers.get(chain) ?? []) {
       if (acked.has(node)) continue;
       const target = this.world.node(node);
-      this.world.after(net.latency('manager', node), () => {
+      this.world.after(net.latency('manager', node), () => running(target, () => {
         if (!target.alive || net.isBlocked('manager', node)) return;
         target.configure(config, (ok, code) => {
           this.world.after(net.latency(node, 'manager'), () => {
@@ -742,7 +883,7 @@ export class SimManager {
             if (ok || code === 'stale_epoch') acked.add(node);
           });
         });
-      });
+      }));
     }
   }
 
@@ -774,6 +915,8 @@ interface SimSubscription {
   node: string;
   speculative: JsonObject | undefined;
   confirmed: JsonObject | undefined;
+  /** The connection the subscription was sent on. */
+  conn: Conn | undefined;
 }
 
 export class SimClient implements Proc {
@@ -802,7 +945,7 @@ export class SimClient implements Proc {
   /** The subscription is active at `node`'s current incarnation over an open connection. */
   subscriptionLive(docId: string, node: string): boolean {
     const sub = this.subs.get(docId);
-    const conn = this.links.get(node);
+    const conn = sub?.conn;
     if (sub === undefined || sub.state !== 'active' || sub.node !== node || conn === undefined || !conn.open) return false;
     const remote = conn.sides[1 - conn.side(this)];
     return remote !== undefined && remote.proc.alive && remote.proc.incarnation === remote.incarnation;
@@ -816,7 +959,7 @@ export class SimClient implements Proc {
     const docs = new Set(this.ops.map((o) => o.doc));
     for (const d of docs) {
       const doc = this.world.settings.docs[d % this.world.settings.docs.length] as WorldSettings['docs'][number];
-      this.subs.set(doc.id, { doc: doc.id, state: 'idle', requestId: 0, node: '', speculative: undefined, confirmed: undefined });
+      this.subs.set(doc.id, { doc: doc.id, state: 'idle', requestId: 0, node: '', speculative: undefined, confirmed: undefined, conn: undefined });
       this.subscribe(doc.id);
     }
     this.next();
@@ -840,7 +983,8 @@ export class SimClient implements Proc {
 
   private withLink(node: string, run: (conn: Conn) => void): void {
     const conn = this.links.get(node);
-    if (conn !== undefined) return run(conn);
+    if (conn !== undefined && conn.open) return run(conn);
+    if (conn !== undefined) this.linkClosed(node, conn); // broken before we heard: same as a close
     const waiting = this.linking.get(node);
     if (waiting !== undefined) {
       waiting.push(() => {
@@ -999,6 +1143,7 @@ export class SimClient implements Proc {
     sub.node = node;
     this.withLink(node, (conn) => {
       if (sub.requestId !== requestId) return;
+      sub.conn = conn;
       this.world.net.send(conn, this, make('subscribe', { requestId, chain: docInfo.chain, doc: docId, docType: docInfo.type, viewer: this.viewer }));
     });
     this.world.after(2_000, () => {
@@ -1065,6 +1210,14 @@ export class World {
       this.clients.push(client);
       this.procs.set(client.name, client);
     });
+  }
+
+  /** The manager as a process (it never crashes; partitions and isolation reach it). */
+  readonly managerProc: Proc = { name: managerId, alive: true, incarnation: 1, conns: new Set() };
+
+  sendGossip(from: Proc, to: string, message: SwimMessage): void {
+    const bytes = encodeGossip(simCluster, simSecret, message);
+    this.net.datagram(from, to, () => (to === managerId ? this.manager.receiveGossip(bytes) : this.node(to)?.receiveGossip(bytes)));
   }
 
   nodeName(index: number): string {

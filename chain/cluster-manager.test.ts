@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChainSession } from './client.ts';
 import { LocalCluster } from './local-cluster.ts';
 import { nodeStatus } from './manager.ts';
-import { chainIds } from './placement.ts';
+import { chainIds, lookupHead } from './placement.ts';
 
 test.serial('a 5-node cluster survives SIGKILL of each node in turn, failed over and rejoined automatically, with no acknowledged message lost', async (t) => {
   const cluster = await LocalCluster.start({ nodes: 5, chains: 5, k: 3, secret: randomBytes(12).toString('hex') });
@@ -41,6 +41,11 @@ test.serial('a 5-node cluster survives SIGKILL of each node in turn, failed over
       for (const config of cluster.manager.configs.values()) t.false(config.members.some((m) => m.node === victim), `${victim} is still in ${config.chain}`);
       await cluster.startNode(victim);
       await cluster.waitHealthy();
+      // Any client finds each document's head from the nodes alone, as the manager sees it.
+      for (const { doc } of docs) {
+        const found = await lookupHead(doc, 5, cluster.addresses, cluster.clientOptions);
+        t.deepEqual({ chain: found.chain, node: found.node }, { chain: cluster.manager.headOf(doc).chain, node: cluster.manager.headOf(doc).node });
+      }
     }
     loading = false;
     await Promise.all(loops);

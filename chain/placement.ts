@@ -9,7 +9,8 @@
 //   changed.
 
 import { createHash } from 'node:crypto';
-import { addTail, catchingUp, initialConfig, removeNode, type NodeAddress } from './manager.ts';
+import type { ClientOptions } from './client.ts';
+import { addTail, catchingUp, initialConfig, nodeStatus, removeNode, type NodeAddress } from './manager.ts';
 import type { ChainConfig } from './store.ts';
 
 /** A 52-bit weight for (key, node): the first bytes of sha256(key \0 node). */
@@ -97,4 +98,28 @@ export function plan(configs: readonly ChainConfig[], membership: Membership, k:
     if (config !== start) decisions.push({ config, why: why.join(', ') });
   }
   return decisions;
+}
+
+/**
+ * Where `doc` lives, for any client: its chain by rendezvous hashing, and that chain's head
+ * in the newest configuration any reachable node reports. Throws when no node knows the chain.
+ */
+export async function lookupHead(doc: string, chains: number, addresses: readonly string[], options: ClientOptions): Promise<{ chain: string; node: string; address: string; epoch: number }> {
+  const chain = chainOf(doc, chainIds(chains));
+  let best: { node: string; address: string; epoch: number } | undefined;
+  await Promise.all(
+    addresses.map(async (address) => {
+      try {
+        const status = await nodeStatus(address, { ...options, connectTimeoutMs: options.connectTimeoutMs ?? 500, requestTimeoutMs: options.requestTimeoutMs ?? 1_000 });
+        const c = status.chains.find((x) => x.chain === chain);
+        const head = c?.members[0];
+        if (c !== undefined && head !== undefined && (best === undefined || c.epoch > best.epoch)) best = { node: head.node, address: head.address, epoch: c.epoch };
+      } catch {
+        // unreachable: ask the others
+      }
+    }),
+  );
+  const found = best as { node: string; address: string; epoch: number } | undefined;
+  if (found === undefined) throw new Error(`no reachable node knows chain ${chain} (of document ${doc}); check the addresses and that the cluster is running`);
+  return { chain, ...found };
 }

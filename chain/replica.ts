@@ -682,16 +682,24 @@ export class Replica {
           // A document the successor created without applying anything (seq 0) need not exist here.
           if ((mine?.appliedSeq ?? 0) < seq) return protocol(`successor is ahead on ${doc} after its catch-up`);
         }
-        const catchups: DocCatchup[] = [];
-        for (const doc of this.docs.values()) {
-          const c = this.buildCatchup(doc, theirs.get(doc.id) ?? 0);
-          if (c !== undefined) catchups.push(c);
-        }
-        this.flushPeerItems();
-        for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outSucc.push(make('catchup', { chain: this.chain, epoch: this.epoch, docs }));
-        if (!isPlanted('no-queue-resend')) for (const doc of this.docs.values()) for (const entry of doc.queue) this.forwardPending.push(entry);
-        this.succState = 'synced';
-        if (this.predState === 'pending') this.answerPred();
+        // State transfer carries only what is durable here: a successor that kept deltas this
+        // node then lost to a power failure would hold a history the chain no longer has (the
+        // simulator found exactly that). So the catch-up, the queue resend and the end of the
+        // sync wait for everything written so far.
+        const epoch = this.epoch;
+        this.afterDurable(this.writtenBatch(), () => {
+          if (this.epoch !== epoch || this.succState !== 'attaching') return;
+          const catchups: DocCatchup[] = [];
+          for (const doc of this.docs.values()) {
+            const c = this.buildCatchup(doc, theirs.get(doc.id) ?? 0);
+            if (c !== undefined) catchups.push(c);
+          }
+          this.flushPeerItems();
+          for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outSucc.push(make('catchup', { chain: this.chain, epoch, docs }));
+          if (!isPlanted('no-queue-resend')) for (const doc of this.docs.values()) for (const entry of doc.queue) this.forwardPending.push(entry);
+          this.succState = 'synced';
+          if (this.predState === 'pending') this.answerPred();
+        });
         return undefined;
       }
       case 'back': {

@@ -194,7 +194,8 @@ export class Network {
     const rng = this.world.rng;
     let ms = rng.range(min, max);
     if (rng.chance(0.02)) ms += rng.range(5, 40); // a spike
-    return ms * this.slowness(from) * this.slowness(to);
+    // The slower end sets the pace (two slow ends do not multiply); a frame takes at most a second.
+    return Math.min(ms * Math.max(this.slowness(from), this.slowness(to)), latencyMsMax);
   }
 
   /** Opens a connection from `from` to node `to` after a handshake, or reports failure. */
@@ -330,6 +331,8 @@ export const addressOf = (node: string): string => `${node}.sim:7000`;
 const managerId = 'manager';
 const simCluster = 'sim-cluster';
 const simSecret = 'sim-cluster-secret';
+/** Bound on one frame's or datagram's travel time (virtual ms). */
+const latencyMsMax = 1_000;
 /** How often detectors tick (virtual ms). */
 const gossipTickMs = 10;
 /** SIM_TRACE=1 adds every peer frame to the run's trace (slow; for reading one failing run). */

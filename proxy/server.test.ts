@@ -1,0 +1,220 @@
+// The proxy against a real cluster (node processes with LevelDB, SWIM and the automatic
+// manager), driven by WebSocket clients speaking PROTOCOL.md. Serial: the tests share the
+// cluster, and the last one kills a node.
+
+import test from 'ava';
+import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import WebSocket from 'ws';
+import { LocalCluster } from '../chain/local-cluster.ts';
+import { nodeStatus } from '../chain/manager.ts';
+import { findLeaks } from '../engine/documents/secrets.ts';
+import { ProxyServer } from './server.ts';
+import { mintToken, verifyToken } from './tokens.ts';
+
+const viewerSecret = 'viewer-secret-for-tests';
+let cluster: LocalCluster;
+let proxy: ProxyServer;
+
+test.before(async () => {
+  cluster = await LocalCluster.start({ nodes: 3, chains: 2, k: 3, secret: randomBytes(12).toString('hex') });
+  await cluster.waitHealthy();
+  proxy = await ProxyServer.start({ ...cluster.clientOptions, nodes: cluster.addresses, chains: 2, viewerSecret, limits: { frameBytesMax: 4_096, messagesPerSecondMax: 100 } });
+});
+
+test.after.always(async () => {
+  await proxy?.stop();
+  await cluster?.stop();
+});
+
+type Message = Record<string, unknown> & { type: string };
+
+class Client {
+  readonly messages: Message[] = [];
+  readonly raw: string[] = [];
+  closed: { code: number; reason: string } | undefined;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      this.raw.push(data.toString());
+      this.messages.push(JSON.parse(data.toString()) as Message);
+    });
+    ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }));
+  }
+  static async open(): Promise<Client> {
+    const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/ws`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    return new Client(ws);
+  }
+  static async as(viewer: string, clientId = `c${randomBytes(4).toString('hex')}`): Promise<Client> {
+    const c = await Client.open();
+    c.send({ type: 'hello', token: mintToken(viewerSecret, viewer, 60_000), clientId });
+    await c.wait((m) => m.type === 'welcome');
+    return c;
+  }
+  send(m: unknown): void {
+    this.ws.send(typeof m === 'string' ? m : JSON.stringify(m));
+  }
+  async wait(match: (m: Message) => boolean, timeoutMs = 15_000): Promise<Message> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.find(match);
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`no matching message in ${timeoutMs} ms; got ${JSON.stringify(this.messages.slice(-5))}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+  async waitClosed(timeoutMs = 5_000): Promise<{ code: number; reason: string }> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.closed === undefined) {
+      if (Date.now() > deadline) throw new Error('the connection stayed open');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return this.closed;
+  }
+}
+
+test.serial('tokens: a good token verifies; altered, foreign and expired ones do not', (t) => {
+  const token = mintToken(viewerSecret, 'alice', 1_000, 1_000_000);
+  t.like(verifyToken(viewerSecret, token, 1_000_500), { ok: true, viewer: 'alice' });
+  t.like(verifyToken(viewerSecret, token, 1_001_000), { ok: false, code: 'expired_token' });
+  t.like(verifyToken('another-secret', token, 1_000_500), { ok: false, code: 'bad_token' });
+  const [body, mac] = token.split('.') as [string, string];
+  const forged = `${Buffer.from(JSON.stringify({ v: 'bob', exp: 2_000_000 })).toString('base64url')}.${mac}`;
+  t.like(verifyToken(viewerSecret, forged, 1_000_500), { ok: false, code: 'bad_token' });
+  t.like(verifyToken(viewerSecret, `${body}x.${mac}`, 1_000_500), { ok: false, code: 'bad_token' });
+  t.like(verifyToken(viewerSecret, 42, 1_000_500), { ok: false, code: 'bad_token' });
+});
+
+test.serial('without a valid token nothing of a document is sent, and the connection closes with a typed error', async (t) => {
+  const anonymous = await Client.open();
+  anonymous.send({ type: 'subscribe', doc: 'doc-a', docType: 'counter' });
+  t.like(await anonymous.wait((m) => m.type === 'error'), { code: 'unauthenticated' });
+  t.is((await anonymous.waitClosed()).code, 4401);
+  const forged = await Client.open();
+  forged.send({ type: 'hello', token: mintToken('not-the-viewer-secret', 'alice', 60_000), clientId: 'x' });
+  t.like(await forged.wait((m) => m.type === 'error'), { code: 'bad_token' });
+  t.is((await forged.waitClosed()).code, 4401);
+  const expired = await Client.open();
+  expired.send({ type: 'hello', token: mintToken(viewerSecret, 'alice', -1), clientId: 'x' });
+  t.like(await expired.wait((m) => m.type === 'error'), { code: 'expired_token' });
+  t.false([...anonymous.messages, ...forged.messages, ...expired.messages].some((m) => m.type === 'view'));
+});
+
+test.serial('send is acknowledged with seq and outcome; subscribers get a full view, then deltas', async (t) => {
+  const alice = await Client.as('alice');
+  alice.send({ type: 'subscribe', doc: 'doc-count', docType: 'counter' });
+  const full = await alice.wait((m) => m.type === 'view' && m.kind === 'full');
+  t.is(full.doc, 'doc-count');
+  alice.send({ type: 'send', doc: 'doc-count', docType: 'counter', channel: 'add', payload: { by: 5 }, clientSeq: 1 });
+  const ack = await alice.wait((m) => m.type === 'ack' && m.clientSeq === 1);
+  t.like(ack, { doc: 'doc-count', outcome: { ok: true }, duplicate: false });
+  t.true(typeof ack.seq === 'number' && ack.seq >= 1);
+  await alice.wait((m) => m.type === 'view' && m.kind === 'confirmed');
+  // A resend of the same clientSeq (after a reconnect) is answered, not applied again.
+  alice.send({ type: 'send', doc: 'doc-count', docType: 'counter', channel: 'add', payload: { by: 5 }, clientSeq: 1 });
+  await alice.wait((m) => m.type === 'ack' && m.duplicate === true);
+  alice.ws.close();
+});
+
+test.serial('bad input gets a typed error and the proxy keeps serving: malformed JSON, unknown type, document type, channel, oversized frame, flood', async (t) => {
+  const bob = await Client.as('bob');
+  bob.send('{not json');
+  t.like(await bob.wait((m) => m.type === 'error' && m.code === 'malformed_json'), { retryable: false });
+  bob.send({ type: 'teleport' });
+  await bob.wait((m) => m.type === 'error' && m.code === 'unknown_type');
+  bob.send({ type: 'subscribe', doc: 'doc-x', docType: 'spreadsheet' });
+  await bob.wait((m) => m.type === 'error' && m.code === 'unknown_document_type');
+  bob.send({ type: 'send', doc: 'doc-x', docType: 'counter', channel: 'multiply', payload: {}, clientSeq: 1 });
+  t.like(await bob.wait((m) => m.type === 'error' && m.clientSeq === 1), { code: 'unknown_channel' });
+  // Still serving this connection:
+  bob.send({ type: 'ping', t: 7 });
+  t.like(await bob.wait((m) => m.type === 'pong'), { t: 7 });
+
+  const big = await Client.as('carol');
+  big.send({ type: 'send', doc: 'doc-x', docType: 'counter', channel: 'add', payload: { pad: 'x'.repeat(5_000) }, clientSeq: 1 });
+  t.like(await big.wait((m) => m.type === 'error'), { code: 'frame_too_large' });
+  t.is((await big.waitClosed()).code, 1009);
+
+  const flood = await Client.as('dave');
+  for (let i = 0; i < 250; i++) flood.send({ type: 'ping', t: i });
+  await flood.wait((m) => m.type === 'error' && m.code === 'rate_limited');
+  t.is((await flood.waitClosed()).code, 4429);
+
+  // Others are unaffected.
+  bob.send({ type: 'send', doc: 'doc-x', docType: 'counter', channel: 'add', payload: { by: 1 }, clientSeq: 2 });
+  t.like(await bob.wait((m) => m.type === 'ack' && m.clientSeq === 2), { outcome: { ok: true } });
+  bob.ws.close();
+});
+
+test.serial('fuzz: any message text gets a protocol answer or is ignored, never a crash, and the proxy keeps serving', async (t) => {
+  const fuzz = await Client.as('eve');
+  const message = fc.oneof(
+    fc.string(),
+    fc.json(),
+    fc.record({ type: fc.constantFrom('hello', 'subscribe', 'unsubscribe', 'send', 'ping', 'x'), doc: fc.oneof(fc.string(), fc.constant('doc-f')), docType: fc.constantFrom('counter', 'chat', 'nope', ''), channel: fc.string(), payload: fc.jsonValue(), clientSeq: fc.oneof(fc.integer(), fc.double()) }).map((o) => JSON.stringify(o)),
+  );
+  const samples = fc.sample(message, { seed: 4, numRuns: 60 });
+  for (const text of samples) fuzz.send(text);
+  fuzz.send({ type: 'ping', t: 12345 });
+  await fuzz.wait((m) => m.type === 'pong' && m.t === 12345);
+  t.true(fuzz.messages.every((m) => ['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type)), JSON.stringify(fuzz.messages.filter((m) => !['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type))));
+  const good = await Client.as('frank');
+  good.send({ type: 'send', doc: 'doc-f', docType: 'counter', channel: 'add', payload: { by: 1 }, clientSeq: 1 });
+  await good.wait((m) => m.type === 'ack');
+  good.ws.close();
+  fuzz.ws.close();
+});
+
+test.serial('two players each see only their own hand, in every frame', async (t) => {
+  const doc = 'table-1';
+  const alice = await Client.as('alice');
+  const bob = await Client.as('bob');
+  for (const c of [alice, bob]) c.send({ type: 'subscribe', doc, docType: 'card-table' });
+  await alice.wait((m) => m.type === 'view' && m.kind === 'full');
+  await bob.wait((m) => m.type === 'view' && m.kind === 'full');
+  let seq = 1;
+  for (const c of [alice, bob]) {
+    const s = seq++;
+    c.send({ type: 'send', doc, docType: 'card-table', channel: 'sit', payload: {}, clientSeq: s });
+    await c.wait((m) => m.type === 'ack' && m.clientSeq === s);
+  }
+  alice.send({ type: 'send', doc, docType: 'card-table', channel: 'start', payload: {}, clientSeq: 10 });
+  t.like(await alice.wait((m) => m.type === 'ack' && m.clientSeq === 10), { outcome: { ok: true } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const status = await nodeStatus(cluster.manager.headOf(doc).address, cluster.clientOptions, true);
+  const state = status.chains.flatMap((c) => c.docs).find((d) => d.doc === doc)?.state as { players: Record<string, { hand: string[] }> } | undefined;
+  if (state === undefined) return t.fail('the table is not at its head');
+  t.is(state.players.alice?.hand.length, 5);
+  for (const [viewer, client] of [['alice', alice], ['bob', bob]] as const) {
+    const other = viewer === 'alice' ? 'bob' : 'alice';
+    for (const text of client.raw) for (const card of state.players[other]?.hand ?? []) t.false(text.includes(`"${card}"`), `${viewer} received ${other}'s card ${card}: ${text}`);
+    t.deepEqual(findLeaks('card-table', state as never, viewer, client.messages.filter((m) => m.type === 'view').map((m) => m.view ?? m.patch) as never), []);
+  }
+  alice.ws.close();
+  bob.ws.close();
+});
+
+test.serial('a head killed mid-stream: the client sees a delay, never an error or a duplicate', async (t) => {
+  const doc = 'doc-failover';
+  const c = await Client.as('grace');
+  c.send({ type: 'subscribe', doc, docType: 'counter' });
+  await c.wait((m) => m.type === 'view' && m.kind === 'full');
+  const total = 40;
+  let killed = false;
+  for (let s = 1; s <= total; s++) {
+    c.send({ type: 'send', doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientSeq: s });
+    await c.wait((m) => m.type === 'ack' && m.clientSeq === s, 30_000);
+    if (s === 10 && !killed) {
+      killed = true;
+      const head = cluster.manager.headOf(doc);
+      await cluster.kill(head.node);
+    }
+  }
+  t.deepEqual(c.messages.filter((m) => m.type === 'error'), []);
+  const acks = c.messages.filter((m) => m.type === 'ack');
+  t.is(acks.length, total);
+  t.is(new Set(acks.map((a) => a.seq)).size, total, 'two messages got the same seq');
+  // The subscription followed the failover: the latest confirmed value reaches the client.
+  await c.wait((m) => m.type === 'view' && JSON.stringify(m).includes(`"value":${total}`), 15_000);
+  c.ws.close();
+});

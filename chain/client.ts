@@ -215,6 +215,13 @@ export class AdminClient extends RequestConnection {
     return JSON.parse(frame.status.json) as NodeStatus;
   }
 
+  /** Sets runtime knobs (forwardDelayMs: -1 leaves it); returns the node's status. */
+  async control(forwardDelayMs: number): Promise<NodeStatus> {
+    const frame = await this.request((requestId) => make('control', { requestId, forwardDelayMs }));
+    assert(frame.kind === 'status', 'control: expected a status');
+    return JSON.parse(frame.status.json) as NodeStatus;
+  }
+
   async status(includeState = false): Promise<NodeStatus> {
     const frame = await this.request((requestId) => make('statusRequest', { requestId, includeState }));
     assert(frame.kind === 'status', 'status: expected a status');

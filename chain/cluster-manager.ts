@@ -86,6 +86,11 @@ export class ClusterManager {
     for (const chain of chainIds(this.options.chains)) {
       let best: ChainConfig | undefined;
       for (const st of statuses) for (const c of st.chains) if (c.chain === chain && c.epoch > 0 && (best === undefined || c.epoch > best.epoch)) best = { chain, epoch: c.epoch, members: c.members };
+      // After a restart of the whole cluster the nodes may listen elsewhere: same members, new addresses, next epoch.
+      const address = new Map(nodes.map((n) => [n.node, n.address]));
+      if (best !== undefined && best.members.some((m) => address.has(m.node) && address.get(m.node) !== m.address)) {
+        best = { chain, epoch: best.epoch + 1, members: best.members.map((m) => ({ ...m, address: address.get(m.node) ?? m.address })) };
+      }
       this.configs.set(chain, best ?? (placed.find((p) => p.chain === chain) as ChainConfig));
       this.acked.set(chain, new Set());
     }

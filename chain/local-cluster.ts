@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ChainSession, type ClientOptions } from './client.ts';
+import { AdminClient, ChainSession, type ClientOptions } from './client.ts';
 import { ClusterManager, type ClusterEvent } from './cluster-manager.ts';
 import { catchingUp, nodeStatus } from './manager.ts';
 import { chainIds, chainOf } from './placement.ts';
@@ -17,6 +17,8 @@ export interface LocalClusterOptions {
   readonly secret: string;
   readonly cluster?: string;
   readonly log?: (line: string) => void;
+  /** Keep data here (kept after stop) instead of a temporary directory (removed after stop). */
+  readonly dataDir?: string;
 }
 
 export class LocalCluster {
@@ -35,7 +37,7 @@ export class LocalCluster {
     const events: ClusterEvent[] = [];
     const cluster = options.cluster ?? 'local';
     const manager = await ClusterManager.bind({ cluster, secret: options.secret, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
-    const c = new LocalCluster(options, manager, mkdtempSync(path.join(tmpdir(), 'adama-cluster-')), events);
+    const c = new LocalCluster(options, manager, options.dataDir ?? mkdtempSync(path.join(tmpdir(), 'adama-cluster-')), events);
     for (let i = 1; i <= options.nodes; i++) await c.startNode(`n${i}`);
     await manager.start([...c.processes.values()].map((p) => ({ node: p.id, address: p.address })));
     return c;
@@ -63,6 +65,20 @@ export class LocalCluster {
     this.ports.set(id, Number(p.address.split(':')[1]));
     this.processes.set(id, p);
     return p;
+  }
+
+  /** Sets every live node's forward delay (the demo's latency control). */
+  async setForwardDelay(ms: number): Promise<void> {
+    await Promise.all(
+      this.addresses.map(async (address) => {
+        const admin = await AdminClient.connect(address, { ...this.clientOptions, connectTimeoutMs: 500 }).catch(() => undefined);
+        try {
+          await admin?.control(ms);
+        } finally {
+          admin?.close();
+        }
+      }),
+    );
   }
 
   async kill(id: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -117,6 +133,6 @@ export class LocalCluster {
   async stop(): Promise<void> {
     await this.manager.stop();
     await Promise.all([...this.processes.values()].map((p) => p.kill('SIGKILL')));
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.options.dataDir === undefined) rmSync(this.dir, { recursive: true, force: true });
   }
 }

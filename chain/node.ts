@@ -12,6 +12,9 @@ import { idPattern, recover, writeBatch, type Batch, type ChainConfig, type Stor
 import { Swim, type SwimOptions } from './swim.ts';
 import { decodeGossip, encodeGossip, failure, make, type Role } from './wire.ts';
 
+/** Bound on the demo's forward delay (ms). */
+export const forwardDelayMsMax = 10_000;
+
 export interface NodeOptions {
   node: string;
   cluster: string;
@@ -47,6 +50,8 @@ interface SuccLink {
   dialing: boolean;
   retryMs: number;
   timer: NodeJS.Timeout | undefined;
+  /** When the last delayed forward leaves (ms since epoch). */
+  forwardAt: number;
 }
 
 export class ChainNode {
@@ -67,6 +72,8 @@ export class ChainNode {
   private swim: Swim | undefined;
   private udp: dgram.Socket | undefined;
   private gossipTimer: NodeJS.Timeout | undefined;
+  /** Delay added to every forward (the demo's latency control); set at start and by admin Control. */
+  private forwardDelayMs = 0;
   private batchesWritten = 0;
   private opsWritten = 0;
 
@@ -83,6 +90,7 @@ export class ChainNode {
     const db = new Level<string, string>(options.dataDir, { valueEncoding: 'utf8' }) as unknown as Store;
     await db.open();
     const node = new ChainNode(options, db);
+    node.forwardDelayMs = options.forwardDelayMs ?? 0;
     for (const [chain, recovered] of await recover(db)) {
       node.replicas.set(chain, new Replica(options.node, chain, options.cluster, recovered, options.limits));
     }
@@ -234,7 +242,7 @@ export class ChainNode {
       have.connection?.close();
     }
     if (want === undefined || this.succLinks.has(chain)) return;
-    const link: SuccLink = { node: want.node, address: want.address, connection: undefined, dialing: false, retryMs: this.options.retryDelayMsMin ?? 20, timer: undefined };
+    const link: SuccLink = { node: want.node, address: want.address, connection: undefined, dialing: false, retryMs: this.options.retryDelayMsMin ?? 20, timer: undefined, forwardAt: 0 };
     this.succLinks.set(chain, link);
     this.dial(chain, link);
   }
@@ -358,6 +366,19 @@ export class ChainNode {
         this.schedulePump();
         return;
       }
+      if (frame.kind === 'control') {
+        const ms = frame.control.forwardDelayMs;
+        if (ms >= 0) {
+          if (ms > forwardDelayMsMax) {
+            connection.send(failure('invalid_control', `forwardDelayMs is at most ${forwardDelayMsMax}`, { requestId: frame.control.requestId }));
+            return;
+          }
+          this.forwardDelayMs = ms;
+          this.log(`forward delay set to ${ms} ms`);
+        }
+        connection.send(make('status', { requestId: frame.control.requestId, json: JSON.stringify(this.status(false)) }));
+        return;
+      }
       if (frame.kind === 'statusRequest') {
         connection.send(make('status', { requestId: frame.statusRequest.requestId, json: JSON.stringify(this.status(frame.statusRequest.includeState)) }));
         return;
@@ -373,6 +394,7 @@ export class ChainNode {
       pid: process.pid,
       batchesWritten: this.batchesWritten,
       opsWritten: this.opsWritten,
+      forwardDelayMs: this.forwardDelayMs,
       connections: this.connections.size,
       membership: this.swim?.members().map((m) => ({ node: m.node, address: m.address, state: m.state, incarnation: m.incarnation })) ?? [],
       chains: [...this.replicas.values()].map((r) => r.status(includeState)),
@@ -419,9 +441,13 @@ export class ChainNode {
       const succ = this.succLinks.get(chain);
       if (succ?.connection !== undefined && succ.node === replica.successor?.node) {
         const connection = succ.connection;
-        const delay = this.options.forwardDelayMs ?? 0;
-        if (delay > 0) setTimeout(() => out.succ.forEach((f) => connection.send(f)), delay);
-        else for (const f of out.succ) connection.send(f);
+        // Delayed forwards keep their order even when the delay changes: each waits for the previous.
+        const now = Date.now();
+        const at = Math.max(now + this.forwardDelayMs, succ.forwardAt);
+        if (at > now && out.succ.length > 0) {
+          succ.forwardAt = at;
+          setTimeout(() => out.succ.forEach((f) => connection.send(f)), at - now);
+        } else for (const f of out.succ) connection.send(f);
       }
       for (const { to, frame } of out.clients) this.clients.get(to)?.send(frame);
       if (out.resetSucc) succ?.connection?.close();

@@ -148,6 +148,10 @@ export interface Failure {
   hint: string;
 }
 
+export interface Control {
+  requestId: number;
+  forwardDelayMs: number;
+}
 export interface FrameBodies {
   hello: Hello;
   failure: Failure;
@@ -164,12 +168,13 @@ export interface FrameBodies {
   subscribe: Subscribe;
   unsubscribe: Unsubscribe;
   viewUpdate: ViewUpdate;
+  control: Control;
 }
 export type FrameKind = keyof FrameBodies;
 export type Frame = { [K in FrameKind]: { kind: K } & { [P in K]: FrameBodies[K] } }[FrameKind];
 const kinds: ReadonlySet<string> = new Set<FrameKind>([
   'hello', 'failure', 'attach', 'sync', 'catchup', 'forward', 'back', 'configure',
-  'statusRequest', 'status', 'submit', 'ack', 'subscribe', 'unsubscribe', 'viewUpdate',
+  'statusRequest', 'status', 'submit', 'ack', 'subscribe', 'unsubscribe', 'viewUpdate', 'control',
 ]);
 
 /** Builds a frame: `make('ack', {...})`. */

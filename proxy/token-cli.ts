@@ -1,9 +1,7 @@
 // npm run token -- --viewer NAME [--ttl-s SECONDS]: prints a signed viewer token for the proxy.
 
 import { parseArgs } from 'node:util';
-import { mintToken, viewerPattern } from './tokens.ts';
-
-export const devViewerSecret = 'adama-local-dev-viewer-secret';
+import { devViewerSecret, mintToken, viewerPattern } from './tokens.ts';
 
 const help = `usage: npm run token -- --viewer NAME [--ttl-s SECONDS]
 

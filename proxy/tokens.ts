@@ -7,6 +7,9 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+/** Signs tokens when ADAMA_VIEWER_SECRET is not set (local development only). */
+export const devViewerSecret = 'adama-local-dev-viewer-secret';
+
 export const viewerPattern = /^[A-Za-z0-9._-]{1,64}$/;
 /** Bound on a token's text (characters). */
 export const tokenCharsMax = 1_024;

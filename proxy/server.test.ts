@@ -194,6 +194,34 @@ test.serial('two players each see only their own hand, in every frame', async (t
   bob.ws.close();
 });
 
+test.serial('a consumer whose unsent bytes would pass sendBufferBytesMax is disconnected with slow_consumer; others are served', async (t) => {
+  // A second proxy with a tiny send buffer: a view of a few hundred bytes cannot be queued.
+  const small = await ProxyServer.start({ ...cluster.clientOptions, nodes: cluster.addresses, chains: 2, viewerSecret, limits: { sendBufferBytesMax: 300 } });
+  try {
+    const writer = await Client.as('henry');
+    writer.send({ type: 'send', doc: 'doc-big', docType: 'chat', channel: 'join', payload: {}, clientSeq: 1 });
+    await writer.wait((m) => m.type === 'ack' && m.clientSeq === 1);
+    for (let i = 2; i <= 4; i++) {
+      writer.send({ type: 'send', doc: 'doc-big', docType: 'chat', channel: 'say', payload: { text: 'x'.repeat(200) }, clientSeq: i });
+      await writer.wait((m) => m.type === 'ack' && m.clientSeq === i);
+    }
+    const ws = new WebSocket(`ws://127.0.0.1:${small.port}/ws`);
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    await new Promise((resolve) => ws.once('open', resolve));
+    ws.send(JSON.stringify({ type: 'hello', token: mintToken(viewerSecret, 'ivy', 60_000), clientId: 'ivy1' }));
+    ws.send(JSON.stringify({ type: 'subscribe', doc: 'doc-big', docType: 'chat' }));
+    const { code, reason } = await closed;
+    t.is(code, 4008);
+    t.true(reason.startsWith('slow_consumer'), reason);
+    // The main proxy still serves.
+    writer.send({ type: 'send', doc: 'doc-big', docType: 'chat', channel: 'say', payload: { text: 'still here' }, clientSeq: 5 });
+    await writer.wait((m) => m.type === 'ack' && m.clientSeq === 5);
+    writer.ws.close();
+  } finally {
+    await small.stop();
+  }
+});
+
 test.serial('a head killed mid-stream: the client sees a delay, never an error or a duplicate', async (t) => {
   const doc = 'doc-failover';
   const c = await Client.as('grace');

@@ -5,20 +5,10 @@
 // same closed-loop load generator over the same client protocol. Latencies go into HDR
 // histograms. This is the first step of issue 7 (the full matrix and the paper are not here yet).
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import * as hdr from 'hdr-histogram-js';
 import mysql from 'mysql2/promise';
-import { ChainClient, ChainSession } from '../chain/client.ts';
-import { ChainManager, initialConfig } from '../chain/manager.ts';
-import { spawnNode, type NodeProcess } from '../chain/processes.ts';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
+import { closedLoop, histogram, percentileMs, startChain, startHost } from './systems.ts';
 
 const usage = `npm run bench:baseline -- [--seconds S] [--rounds R] [--clients N] [--docs D]
 
@@ -32,66 +22,6 @@ const seconds = (a.seconds as number | undefined) ?? 4;
 const rounds = (a.rounds as number | undefined) ?? 2;
 const clients = (a.clients as number | undefined) ?? 16;
 const docs = (a.docs as number | undefined) ?? 16;
-const secret = randomBytes(12).toString('hex');
-const opts = { cluster: 'bench', secret };
-const hostScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'baseline-host.ts');
-
-interface Started {
-  readonly address: string;
-  stop(): Promise<void>;
-}
-
-async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, '--mode', mode, '--cluster', 'bench'], { env: { ...process.env, ADAMA_CLUSTER_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = await new Promise<string>((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    rl.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`baseline host (${mode}) exited with ${code}`)));
-  });
-  const { address } = JSON.parse(line) as { address: string };
-  return {
-    address,
-    stop: () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))),
-  };
-}
-
-async function startChain(k: number): Promise<Started> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'adama-baseline-'));
-  const nodes: NodeProcess[] = [];
-  for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), ...opts }));
-  const manager = new ChainManager(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), opts);
-  await manager.push();
-  const session = new ChainSession({ ...opts, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
-  await session.submit({ doc: 'warm', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'w' });
-  session.close();
-  return {
-    address: nodes[0]?.address as string,
-    async stop() {
-      await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function load(address: string, histogram: hdr.Histogram): Promise<number> {
-  const conns = await Promise.all(Array.from({ length: clients }, () => ChainClient.connect(address, opts)));
-  const deadline = performance.now() + seconds * 1_000;
-  let commits = 0;
-  await Promise.all(
-    conns.map(async (c, i) => {
-      let seq = 1;
-      while (performance.now() < deadline) {
-        const start = performance.now();
-        await c.submit({ chain: 'c1', doc: `doc-${i % docs}`, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: `cl${i}`, clientSeq: seq++, viewer: `v${i}` });
-        histogram.recordValue(Math.round((performance.now() - start) * 1_000)); // microseconds
-        commits++;
-      }
-    }),
-  );
-  for (const c of conns) c.close();
-  return commits;
-}
-
 const db = await mysql.createConnection(process.env.MYSQL_URL ?? mysqlUrlDefault).catch((e: Error) => {
   console.error(`bench:baseline needs MySQL at ${process.env.MYSQL_URL ?? mysqlUrlDefault}: ${e.message}\nStart MariaDB: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`);
   process.exit(1);
@@ -104,7 +34,7 @@ const systems = [
   { name: 'mysql flush=2', flush: 2, start: () => startHost('mysql') },
   { name: 'memory (ultra yolo)', start: () => startHost('memory') },
 ] as const;
-const histograms = new Map(systems.map((s) => [s.name, hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })]));
+const histograms = new Map(systems.map((s) => [s.name, histogram()]));
 const commits = new Map<string, number>(systems.map((s) => [s.name, 0]));
 try {
   for (let round = 1; round <= rounds; round++) {
@@ -115,7 +45,7 @@ try {
       }
       const started = await system.start();
       try {
-        const n = await load(started.address, histograms.get(system.name) as hdr.Histogram);
+        const n = await closedLoop(started.address, { clients, docs, seconds, prefix: 'doc' }, histograms.get(system.name) as ReturnType<typeof histogram>);
         commits.set(system.name, (commits.get(system.name) ?? 0) + n);
         console.error(`round ${round}/${rounds} ${system.name}: ${n} commits in ${seconds} s`);
       } finally {
@@ -127,9 +57,9 @@ try {
   await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
   await db.end();
 }
-const ms = (h: hdr.Histogram, q: number): number => Number((h.getValueAtPercentile(q) / 1_000).toFixed(3));
+const ms = percentileMs;
 const rows = systems.map((s) => {
-  const h = histograms.get(s.name) as hdr.Histogram;
+  const h = histograms.get(s.name) as ReturnType<typeof histogram>;
   return { system: s.name, commitsPerSecond: Math.round((commits.get(s.name) ?? 0) / (seconds * rounds)), p50Ms: ms(h, 50), p90Ms: ms(h, 90), p99Ms: ms(h, 99), p999Ms: ms(h, 99.9) };
 });
 printTable(rows);

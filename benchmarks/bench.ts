@@ -1,0 +1,102 @@
+// npm run bench [-- --quick] [--seconds S] [--rounds R]
+//
+// The comparison matrix, side by side in one process tree: every system is started in turn
+// (systems interleaved, order reversed every other round, so machine drift hits all alike) and
+// driven through each load scenario by the same closed-loop generator. Prints a table and
+// writes benchmarks/results/bench.json (bench-quick.json with --quick).
+//
+// Not here yet (issue 7): speculative-view latency, the open-loop mode, the failover timeline,
+// and npm run paper.
+
+import mysql from 'mysql2/promise';
+import { mysqlUrlDefault } from './mysql.ts';
+import { parseArgs, printTable, writeResults } from './report.ts';
+import { closedLoop, histogram, percentileMs, startChain, startHost, type Started } from './systems.ts';
+
+const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R]
+
+Systems: chain k=1..5 with sync writes, chain k=3 without sync, MySQL flush=1 and flush=2 (the
+"Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
+clients over many documents (one each), and 64 clients on one hot document. --quick: k = 1, 3, 5
+only, 1 s per scenario, 1 round (under 3 minutes). Needs MySQL at MYSQL_URL (default
+${mysqlUrlDefault}); sets innodb_flush_log_at_trx_commit itself and restores it.`;
+const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number' });
+const quick = a.quick === true;
+const seconds = (a.seconds as number | undefined) ?? (quick ? 1 : 4);
+const rounds = (a.rounds as number | undefined) ?? (quick ? 1 : 2);
+
+interface System {
+  readonly name: string;
+  readonly flush?: 1 | 2;
+  start(): Promise<Started>;
+}
+const ks = quick ? [1, 3, 5] : [1, 2, 3, 4, 5];
+const systems: System[] = [
+  ...ks.map((k) => ({ name: `chain k=${k}`, start: () => startChain(k) })),
+  { name: 'chain k=3 no-sync', start: () => startChain(3, false) },
+  { name: 'mysql flush=1', flush: 1, start: () => startHost('mysql') },
+  { name: 'mysql flush=2', flush: 2, start: () => startHost('mysql') },
+  { name: 'memory', start: () => startHost('memory') },
+];
+const scenarios = [
+  { name: 'c1-many', clients: 1, docs: 1 },
+  { name: 'c16-many', clients: 16, docs: 16 },
+  { name: 'c64-many', clients: 64, docs: 64 },
+  { name: 'c64-hot', clients: 64, docs: 1 },
+] as const;
+
+const db = await mysql.createConnection(process.env.MYSQL_URL ?? mysqlUrlDefault).catch((e: Error) => {
+  console.error(`npm run bench needs MySQL at ${process.env.MYSQL_URL ?? mysqlUrlDefault}: ${e.message}\nStart MariaDB: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`);
+  process.exit(1);
+});
+const [[flushRow]] = (await db.query('SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS f')) as unknown as [[{ f: number }]];
+const originalFlush = Number(flushRow.f);
+const key = (system: string, scenario: string): string => `${system}|${scenario}`;
+const histograms = new Map<string, ReturnType<typeof histogram>>();
+const commits = new Map<string, number>();
+const started = Date.now();
+try {
+  for (let round = 1; round <= rounds; round++) {
+    for (const system of round % 2 === 1 ? systems : [...systems].reverse()) {
+      if (system.flush !== undefined) {
+        await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${system.flush}`);
+        await db.query('DROP TABLE IF EXISTS adama_log');
+      }
+      const s = await system.start();
+      try {
+        for (const scenario of scenarios) {
+          const k = key(system.name, scenario.name);
+          if (!histograms.has(k)) histograms.set(k, histogram());
+          const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}` }, histograms.get(k) as ReturnType<typeof histogram>);
+          commits.set(k, (commits.get(k) ?? 0) + n);
+        }
+      } finally {
+        await s.stop();
+      }
+      console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: ${system.name} done`);
+    }
+  }
+} finally {
+  await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
+  await db.end();
+}
+
+const rows = systems.flatMap((system) =>
+  scenarios.map((scenario) => {
+    const h = histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>;
+    return { system: system.name, scenario: scenario.name, clients: scenario.clients, docs: scenario.docs, commitsPerSecond: Math.round((commits.get(key(system.name, scenario.name)) ?? 0) / (seconds * rounds)), p50Ms: percentileMs(h, 50), p90Ms: percentileMs(h, 90), p99Ms: percentileMs(h, 99), p999Ms: percentileMs(h, 99.9) };
+  }),
+);
+printTable(rows);
+const row = (system: string, scenario: string) => rows.find((r) => r.system === system && r.scenario === scenario) as (typeof rows)[number];
+const ratio = (x: number, y: number): number => Number((x / y).toFixed(2));
+const ratios = {
+  k3SyncP50OverMysqlFlush1P50: ratio(row('chain k=3', 'c16-many').p50Ms, row('mysql flush=1', 'c16-many').p50Ms),
+  chainK3ThroughputOverMysqlManyDocs64: ratio(row('chain k=3', 'c64-many').commitsPerSecond, row('mysql flush=1', 'c64-many').commitsPerSecond),
+  chainK3ThroughputOverMysqlHotDoc64: ratio(row('chain k=3', 'c64-hot').commitsPerSecond, row('mysql flush=1', 'c64-hot').commitsPerSecond),
+  throughputK5OverK1Clients64: ratio(row('chain k=5', 'c64-many').commitsPerSecond, row('chain k=1', 'c64-many').commitsPerSecond),
+};
+console.log(JSON.stringify({ ratios }));
+for (const r of rows) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${r.scenario}`);
+const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, mysqlFlushRestoredTo: originalFlush }, rows, ratios });
+console.log(`wrote ${file}`);

@@ -5,13 +5,14 @@
 // driven through each load scenario by the same closed-loop generator. Prints a table and
 // writes benchmarks/results/bench.json (bench-quick.json with --quick).
 //
-// Not here yet (issue 7): speculative-view latency, the open-loop mode, the failover timeline,
-// and npm run paper.
+// For chain systems it also measures the head's optimistic path: 16 subscribed clients, time to
+// the speculative view against time to the commit. Not here yet (issue 7): the open-loop mode,
+// the failover timeline, and npm run paper.
 
 import mysql from 'mysql2/promise';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
-import { closedLoop, histogram, percentileMs, startChain, startHost, type Started } from './systems.ts';
+import { closedLoop, closedLoopWithViews, histogram, percentileMs, startChain, startHost, type Started } from './systems.ts';
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R]
 
@@ -54,6 +55,7 @@ const originalFlush = Number(flushRow.f);
 const key = (system: string, scenario: string): string => `${system}|${scenario}`;
 const histograms = new Map<string, ReturnType<typeof histogram>>();
 const commits = new Map<string, number>();
+const viewHistograms = new Map<string, { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> }>();
 const started = Date.now();
 try {
   for (let round = 1; round <= rounds; round++) {
@@ -69,6 +71,13 @@ try {
           if (!histograms.has(k)) histograms.set(k, histogram());
           const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}` }, histograms.get(k) as ReturnType<typeof histogram>);
           commits.set(k, (commits.get(k) ?? 0) + n);
+        }
+        if (system.name.startsWith('chain')) {
+          // The head's optimistic path: time to the speculative view against time to the commit.
+          const sk = key(system.name, 'views');
+          if (!viewHistograms.has(sk)) viewHistograms.set(sk, { speculative: histogram(), committed: histogram() });
+          const vh = viewHistograms.get(sk) as { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> };
+          await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}` }, vh.speculative, vh.committed);
         }
       } finally {
         await s.stop();
@@ -88,6 +97,9 @@ const rows = systems.flatMap((system) =>
   }),
 );
 printTable(rows);
+const views = [...viewHistograms].map(([k, v]) => ({ system: k.split('|')[0] as string, clients: 16, speculativeP50Ms: percentileMs(v.speculative, 50), commitP50Ms: percentileMs(v.committed, 50), speculativeP99Ms: percentileMs(v.speculative, 99), commitP99Ms: percentileMs(v.committed, 99) }));
+console.log('');
+printTable(views);
 const row = (system: string, scenario: string) => rows.find((r) => r.system === system && r.scenario === scenario) as (typeof rows)[number];
 const ratio = (x: number, y: number): number => Number((x / y).toFixed(2));
 const ratios = {
@@ -95,8 +107,9 @@ const ratios = {
   chainK3ThroughputOverMysqlManyDocs64: ratio(row('chain k=3', 'c64-many').commitsPerSecond, row('mysql flush=1', 'c64-many').commitsPerSecond),
   chainK3ThroughputOverMysqlHotDoc64: ratio(row('chain k=3', 'c64-hot').commitsPerSecond, row('mysql flush=1', 'c64-hot').commitsPerSecond),
   throughputK5OverK1Clients64: ratio(row('chain k=5', 'c64-many').commitsPerSecond, row('chain k=1', 'c64-many').commitsPerSecond),
+  k3SpeculativeP50OverCommitP50: ratio((views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).speculativeP50Ms, (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).commitP50Ms),
 };
 console.log(JSON.stringify({ ratios }));
 for (const r of rows) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${r.scenario}`);
-const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, mysqlFlushRestoredTo: originalFlush }, rows, ratios });
+const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, mysqlFlushRestoredTo: originalFlush }, rows, views, ratios });
 console.log(`wrote ${file}`);

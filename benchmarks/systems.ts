@@ -86,3 +86,41 @@ export async function closedLoop(address: string, o: { clients: number; docs: nu
   for (const c of conns) c.close();
   return commits;
 }
+
+/**
+ * Like closedLoop, with each client subscribed (as its own viewer) to its own document first:
+ * records the time from each submit to the first speculative view frame that follows it (in
+ * `speculative`) and to the ack (in `committed`). One client per document, so the frame is
+ * unambiguous. Chain heads only (the baseline hosts have no views).
+ */
+export async function closedLoopWithViews(address: string, o: { clients: number; seconds: number; prefix: string }, speculative: hdr.Histogram, committed: hdr.Histogram): Promise<number> {
+  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, benchOptions)));
+  let commits = 0;
+  await Promise.all(
+    conns.map(async (c, i) => {
+      const doc = `${o.prefix}-${i}`;
+      let waiting: ((at: number) => void) | undefined;
+      await c.subscribe({ chain: 'c1', doc, docType: 'counter', viewer: `v${i}` }, (u) => {
+        if (u.kind === 'speculative' && waiting !== undefined) {
+          const w = waiting;
+          waiting = undefined;
+          w(performance.now());
+        }
+      });
+      const deadline = performance.now() + o.seconds * 1_000;
+      let seq = 1;
+      while (performance.now() < deadline) {
+        const start = performance.now();
+        const seen = new Promise<number>((resolve) => (waiting = resolve));
+        await c.submit({ chain: 'c1', doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: `${o.prefix}-cl${i}`, clientSeq: seq++, viewer: `v${i}` });
+        const acked = performance.now();
+        committed.recordValue(Math.max(1, Math.round((acked - start) * 1_000)));
+        const at = await Promise.race([seen, new Promise<number>((resolve) => setTimeout(() => resolve(Number.NaN), 1_000))]);
+        if (Number.isFinite(at)) speculative.recordValue(Math.max(1, Math.round((at - start) * 1_000)));
+        commits++;
+      }
+    }),
+  );
+  for (const c of conns) c.close();
+  return commits;
+}

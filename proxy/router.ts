@@ -19,6 +19,8 @@ export interface RouterOptions extends ClientOptions {
 export class Router {
   private readonly pool = new Map<string, Promise<ChainClient>>();
   private readonly heads = new Map<string, string>();
+  /** Per pooled connection, what its subscriptions do when it closes. */
+  private readonly lostHandlers = new Map<ChainClient, Set<() => void>>();
   private readonly chainList: string[];
   private closed = false;
 
@@ -45,7 +47,14 @@ export class Router {
       p = ChainClient.connect(address, { ...this.options, name: 'proxy', connectTimeoutMs: 1_000 });
       this.pool.set(address, p);
       p.then(
-        (c) => c.onClose(() => this.pool.get(address) === p && this.pool.delete(address)),
+        (c) =>
+          // One close handler per pooled connection: it tells the subscriptions that used it.
+          c.onClose(() => {
+            if (this.pool.get(address) === p) this.pool.delete(address);
+            const lost = this.lostHandlers.get(c);
+            this.lostHandlers.delete(c);
+            for (const run of lost ?? []) run();
+          }),
         () => this.pool.get(address) === p && this.pool.delete(address),
       );
     }
@@ -90,6 +99,18 @@ export class Router {
     const chain = this.chainOf(doc);
     let active = true;
     let current: ChainClient | undefined;
+    const lost = (): void => {
+      current = undefined;
+      if (active) setTimeout(start, 20);
+    };
+    const use = (client: ChainClient | undefined): void => {
+      if (current !== undefined) this.lostHandlers.get(current)?.delete(lost);
+      current = client;
+      if (client === undefined) return;
+      const set = this.lostHandlers.get(client) ?? new Set<() => void>();
+      set.add(lost);
+      this.lostHandlers.set(client, set);
+    };
     const start = (): void => {
       if (!active) return;
       this.withHead(chain, doc, async (client) => {
@@ -103,10 +124,7 @@ export class Router {
           }
           onUpdate(u);
         });
-        current = client;
-        client.onClose(() => {
-          if (current === client && active) setTimeout(start, 20);
-        });
+        use(client);
         return first;
       }).then(
         (first) => active && onUpdate(first),
@@ -117,6 +135,7 @@ export class Router {
     return () => {
       active = false;
       current?.unsubscribe(doc, viewer);
+      use(undefined);
     };
   }
 

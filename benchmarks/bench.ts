@@ -6,25 +6,34 @@
 // writes benchmarks/results/bench.json (bench-quick.json with --quick).
 //
 // For chain systems it also measures the head's optimistic path: 16 subscribed clients, time to
-// the speculative view against time to the commit. Not here yet (issue 7): the open-loop mode,
-// the failover timeline, and npm run paper.
+// the speculative view against time to the commit. Every system also runs one open-loop
+// scenario at a fixed rate (latency from each request's due time). Last, a throughput timeline
+// on a real cluster with SWIM and the automatic manager, with the head killed half way.
+// npm run paper turns the JSON into the paper's tables and figures.
 
 import mysql from 'mysql2/promise';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
-import { closedLoop, closedLoopWithViews, histogram, percentileMs, startChain, startHost, type Started } from './systems.ts';
+import { cdfPoints, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
 
-const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R]
+const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, MySQL flush=1 and flush=2 (the
 "Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
-clients over many documents (one each), and 64 clients on one hot document. --quick: k = 1, 3, 5
-only, 1 s per scenario, 1 round (under 3 minutes). Needs MySQL at MYSQL_URL (default
-${mysqlUrlDefault}); sets innodb_flush_log_at_trx_commit itself and restores it.`;
-const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number' });
+clients over many documents (one each), 64 clients on one hot document, and an open loop at
+--rate requests/s (default 1000) over 64 documents. Then the failover timeline: 4 node
+processes, one chain of 3, 16 clients, the head SIGKILLed half way through T seconds (default
+12, quick 6). Defaults: 4 s per scenario, 2 rounds, k = 1..5. --quick: k = 1, 3, 5 only, 1 s
+per scenario, 1 round (under 3 minutes). Needs MySQL at MYSQL_URL (default ${mysqlUrlDefault});
+sets innodb_flush_log_at_trx_commit itself and restores it. Writes
+benchmarks/results/bench.json (bench-quick.json with --quick).`;
+const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number', rate: 'number', 'timeline-seconds': 'number' });
 const quick = a.quick === true;
 const seconds = (a.seconds as number | undefined) ?? (quick ? 1 : 4);
 const rounds = (a.rounds as number | undefined) ?? (quick ? 1 : 2);
+const rate = (a.rate as number | undefined) ?? 1_000;
+const timelineSeconds = (a['timeline-seconds'] as number | undefined) ?? (quick ? 6 : 12);
+const openLoopShape = { connections: 8, docs: 64 };
 
 interface System {
   readonly name: string;
@@ -55,6 +64,7 @@ const originalFlush = Number(flushRow.f);
 const key = (system: string, scenario: string): string => `${system}|${scenario}`;
 const histograms = new Map<string, ReturnType<typeof histogram>>();
 const commits = new Map<string, number>();
+const openLoops = new Map<string, { h: ReturnType<typeof histogram>; sent: number; committed: number; refused: number; failed: number }>();
 const viewHistograms = new Map<string, { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> }>();
 const started = Date.now();
 try {
@@ -72,6 +82,13 @@ try {
           const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}` }, histograms.get(k) as ReturnType<typeof histogram>);
           commits.set(k, (commits.get(k) ?? 0) + n);
         }
+        const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
+        openLoops.set(system.name, ol);
+        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}` }, ol.h);
+        ol.sent += r.sent;
+        ol.committed += r.committed;
+        ol.refused += r.refused;
+        ol.failed += r.failed;
         if (system.name.startsWith('chain')) {
           // The head's optimistic path: time to the speculative view against time to the commit.
           const sk = key(system.name, 'views');
@@ -100,6 +117,25 @@ printTable(rows);
 const views = [...viewHistograms].map(([k, v]) => ({ system: k.split('|')[0] as string, clients: 16, speculativeP50Ms: percentileMs(v.speculative, 50), commitP50Ms: percentileMs(v.committed, 50), speculativeP99Ms: percentileMs(v.speculative, 99), commitP99Ms: percentileMs(v.committed, 99) }));
 console.log('');
 printTable(views);
+const open = systems.map((system) => {
+  const o = openLoops.get(system.name) as NonNullable<ReturnType<typeof openLoops.get>>;
+  return { system: system.name, ratePerSecond: rate, connections: openLoopShape.connections, docs: openLoopShape.docs, commitsPerSecond: Math.round(o.committed / (seconds * rounds)), refused: o.refused, failed: o.failed, p50Ms: percentileMs(o.h, 50), p90Ms: percentileMs(o.h, 90), p99Ms: percentileMs(o.h, 99), p999Ms: percentileMs(o.h, 99.9) };
+});
+console.log('');
+printTable(open);
+const cdfs = [
+  ...systems.flatMap((system) => scenarios.map((scenario) => ({ system: system.name, scenario: scenario.name, points: cdfPoints(histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>) }))),
+  ...systems.map((system) => ({ system: system.name, scenario: `open-${rate}/s`, points: cdfPoints((openLoops.get(system.name) as NonNullable<ReturnType<typeof openLoops.get>>).h) })),
+  ...[...viewHistograms].flatMap(([k, v]) => [
+    { system: k.split('|')[0] as string, scenario: 'views-speculative', points: cdfPoints(v.speculative) },
+    { system: k.split('|')[0] as string, scenario: 'views-commit', points: cdfPoints(v.committed) },
+  ]),
+];
+
+console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] failover timeline: ${timelineSeconds} s, the head killed at ${timelineSeconds / 2} s`);
+const timeline = await failoverTimeline({ nodes: 4, k: 3, clients: 16, seconds: timelineSeconds, bucketMs: 100, log: (line) => console.error(`[bench timeline] ${line}`) });
+console.log(`\nfailover timeline: head ${timeline.victim} killed at ${timeline.killAtMs} ms; declared dead +${timeline.detectedAtMs - timeline.killAtMs} ms, chain reconfigured +${timeline.reconfiguredAtMs - timeline.killAtMs} ms, first new commit +${timeline.firstCommitAfterKillMs} ms; ${timeline.commits} commits, ${timeline.ackedLost} acknowledged lost`);
+
 const row = (system: string, scenario: string) => rows.find((r) => r.system === system && r.scenario === scenario) as (typeof rows)[number];
 const ratio = (x: number, y: number): number => Number((x / y).toFixed(2));
 const ratios = {
@@ -110,6 +146,7 @@ const ratios = {
   k3SpeculativeP50OverCommitP50: ratio((views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).speculativeP50Ms, (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).commitP50Ms),
 };
 console.log(JSON.stringify({ ratios }));
-for (const r of rows) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${r.scenario}`);
-const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, mysqlFlushRestoredTo: originalFlush }, rows, views, ratios });
+for (const r of [...rows, ...open]) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
+if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0) throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
+const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, rate, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) }, rows, views, openLoop: open, ratios, timeline, cdfs });
 console.log(`wrote ${file}`);

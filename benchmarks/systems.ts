@@ -10,8 +10,10 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
+import assert from 'node:assert/strict';
 import { ChainClient, ChainSession } from '../chain/client.ts';
-import { ChainManager, initialConfig } from '../chain/manager.ts';
+import { LocalCluster } from '../chain/local-cluster.ts';
+import { ChainManager, initialConfig, nodeStatus } from '../chain/manager.ts';
 import { spawnNode, type NodeProcess } from '../chain/processes.ts';
 
 export const benchSecret = randomBytes(12).toString('hex');
@@ -62,6 +64,81 @@ export function histogram(): hdr.Histogram {
 /** Milliseconds at percentile `q` of a histogram of microseconds. */
 export function percentileMs(h: hdr.Histogram, q: number): number {
   return Number((h.getValueAtPercentile(q) / 1_000).toFixed(3));
+}
+
+/** Percentiles at which a CDF is sampled: dense in the tail (up to p99.99). */
+export const cdfPercentiles: readonly number[] = [0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99, 99.5, 99.9, 99.95, 99.99, 100];
+
+/** The histogram's latency distribution as [percentile, milliseconds] points. */
+export function cdfPoints(h: hdr.Histogram): [number, number][] {
+  return cdfPercentiles.map((q) => [q, percentileMs(h, q === 0 ? 0.0001 : q)]);
+}
+
+export interface OpenLoopResult {
+  /** Requests sent on schedule. */
+  readonly sent: number;
+  readonly committed: number;
+  /** Requests not sent because outstandingMax were already in flight (the system fell behind). */
+  readonly refused: number;
+  readonly failed: number;
+}
+
+/**
+ * Open loop at a fixed rate: request i is due at start + i / rate, whatever happened to earlier
+ * ones, spread over `connections` pipelined connections and `docs` documents. Latency is taken
+ * from the request's due time (not its send time), so a system that falls behind is charged for
+ * the queueing it causes (no coordinated omission). At most `outstandingMax` requests are in
+ * flight; a request due beyond that is counted as refused, never queued without bound.
+ */
+export async function openLoop(address: string, o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number }, h: hdr.Histogram): Promise<OpenLoopResult> {
+  assert(o.rate > 0 && o.connections > 0 && o.docs > 0, 'openLoop: rate, connections and docs must be positive');
+  const outstandingMax = o.outstandingMax ?? 4_096;
+  const conns = await Promise.all(Array.from({ length: o.connections }, () => ChainClient.connect(address, benchOptions)));
+  const total = Math.round(o.rate * o.seconds);
+  const seqs = new Map<string, number>();
+  let sent = 0;
+  let committed = 0;
+  let refused = 0;
+  let failed = 0;
+  let outstanding = 0;
+  const inflight = new Set<Promise<void>>();
+  const start = performance.now();
+  while (sent + refused < total) {
+    const now = performance.now();
+    const due = Math.min(total, Math.floor(((now - start) * o.rate) / 1_000) + 1);
+    for (let i = sent + refused; i < due; i++) {
+      if (outstanding >= outstandingMax) {
+        refused++;
+        continue;
+      }
+      const dueAt = start + (i * 1_000) / o.rate;
+      const doc = `${o.prefix}-${i % o.docs}`;
+      const clientId = `${o.prefix}-${doc}`;
+      const clientSeq = (seqs.get(clientId) ?? 0) + 1;
+      seqs.set(clientId, clientSeq);
+      outstanding++;
+      sent++;
+      const p = (conns[i % conns.length] as ChainClient)
+        .submit({ chain: 'c1', doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId, clientSeq, viewer: 'open' })
+        .then(
+          () => {
+            h.recordValue(Math.max(1, Math.round((performance.now() - dueAt) * 1_000)));
+            committed++;
+          },
+          () => void failed++,
+        )
+        .finally(() => {
+          outstanding--;
+          inflight.delete(p);
+        });
+      inflight.add(p);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await Promise.all(inflight);
+  for (const c of conns) c.close();
+  assert(sent + refused === total && committed + failed === sent, 'openLoop: every due request is sent or refused, and every sent one answered');
+  return { sent, committed, refused, failed };
 }
 
 /**
@@ -123,4 +200,90 @@ export async function closedLoopWithViews(address: string, o: { clients: number;
   );
   for (const c of conns) c.close();
   return commits;
+}
+
+export interface FailoverTimeline {
+  readonly nodes: number;
+  readonly k: number;
+  readonly clients: number;
+  readonly bucketMs: number;
+  /** Commits per second in each bucket, by the time the ack arrived (ms since the load began). */
+  readonly buckets: { readonly tMs: number; readonly commitsPerSecond: number }[];
+  readonly victim: string;
+  readonly killAtMs: number;
+  readonly detectedAtMs: number;
+  readonly reconfiguredAtMs: number;
+  /** From the kill to the ack of the first message sent after it. */
+  readonly firstCommitAfterKillMs: number;
+  readonly commits: number;
+  readonly ackedLost: number;
+}
+
+/**
+ * Throughput over time with the head killed in the middle: a real cluster (`nodes` processes,
+ * one chain of k, SWIM and the automatic manager), `clients` closed-loop sessions on their own
+ * documents; at seconds / 2 the head is SIGKILLed. Commits are counted per bucket by ack time.
+ * At the end every counter must hold at least its acknowledged adds.
+ */
+export async function failoverTimeline(o: { nodes: number; k: number; clients: number; seconds: number; bucketMs: number; log?: (line: string) => void }): Promise<FailoverTimeline> {
+  const cluster = await LocalCluster.start({ nodes: o.nodes, chains: 1, k: o.k, secret: benchSecret, cluster: 'bench-failover' });
+  try {
+    await cluster.waitHealthy();
+    const acks: number[] = [];
+    let firstCommitAfterKillMs = -1;
+    let killAtMs = Number.POSITIVE_INFINITY;
+    const acked = new Map<string, number>();
+    let loading = true;
+    const start = performance.now();
+    const loops = Array.from({ length: o.clients }, async (_, i) => {
+      const doc = `tl-${i}`;
+      const session = cluster.session(doc, `timeline-${i}`);
+      while (loading) {
+        try {
+          const sentAt = performance.now() - start;
+          await session.submit({ doc, docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'bench' });
+          const at = performance.now() - start;
+          if (sentAt > killAtMs && firstCommitAfterKillMs < 0) firstCommitAfterKillMs = Math.round(at - killAtMs);
+          acks.push(at);
+          acked.set(doc, (acked.get(doc) ?? 0) + 1);
+        } catch (error) {
+          o.log?.(`${doc}: ${(error as Error).message}`);
+        }
+      }
+      session.close();
+    });
+    await new Promise((resolve) => setTimeout(resolve, (o.seconds * 1_000) / 2));
+    const config = cluster.manager.configs.get('c1');
+    assert(config !== undefined, 'failoverTimeline: the manager has no configuration for c1');
+    const victim = config.members[0]?.node as string;
+    const killWall = Date.now();
+    killAtMs = performance.now() - start;
+    await cluster.kill(victim);
+    o.log?.(`killed the head ${victim} at ${(killAtMs / 1_000).toFixed(1)} s`);
+    await new Promise((resolve) => setTimeout(resolve, (o.seconds * 1_000) / 2));
+    loading = false;
+    await Promise.all(loops);
+    const endMs = performance.now() - start;
+    const sinceKill = (wall: number | undefined): number => (wall === undefined ? -1 : Math.round(killAtMs + wall - killWall));
+    const detectedAtMs = sinceKill(cluster.events.find((e) => e.kind === 'member' && e.node === victim && e.state === 'dead' && e.at >= killWall)?.at);
+    const reconfiguredAtMs = sinceKill(cluster.events.find((e) => e.kind === 'configured' && e.at >= killWall && !e.config.members.some((m) => m.node === victim))?.at);
+    const bucketsN = Math.ceil(endMs / o.bucketMs);
+    const counts = new Array<number>(bucketsN).fill(0);
+    for (const at of acks) {
+      const b = Math.min(bucketsN - 1, Math.floor(at / o.bucketMs));
+      counts[b] = (counts[b] as number) + 1;
+    }
+    const buckets = counts.map((n, i) => ({ tMs: i * o.bucketMs, commitsPerSecond: Math.round((n * 1_000) / o.bucketMs) }));
+    // No acknowledged message lost: each counter holds at least its acked adds, read at the head.
+    const head = cluster.manager.configs.get('c1')?.members[0]?.address as string;
+    const st = await nodeStatus(head, cluster.clientOptions, true);
+    let ackedLost = 0;
+    for (const [doc, n] of acked) {
+      const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
+      ackedLost += Math.max(0, n - value);
+    }
+    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
+  } finally {
+    await cluster.stop();
+  }
 }

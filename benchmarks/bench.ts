@@ -14,7 +14,7 @@
 import mysql from 'mysql2/promise';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
-import { cdfPoints, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
+import { cdfPoints, cpuSeconds, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T]
 
@@ -64,9 +64,19 @@ const originalFlush = Number(flushRow.f);
 const key = (system: string, scenario: string): string => `${system}|${scenario}`;
 const histograms = new Map<string, ReturnType<typeof histogram>>();
 const commits = new Map<string, number>();
+/** CPU seconds the system's processes, and the load generator, spent in each cell. */
+const cpu = new Map<string, { server: number; generator: number }>();
 const openLoops = new Map<string, { h: ReturnType<typeof histogram>; sent: number; committed: number; refused: number; failed: number }>();
 const viewHistograms = new Map<string, { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> }>();
 const started = Date.now();
+// Ctrl-C (or SIGTERM) stops the system under test and restores the MySQL setting before exiting.
+let current: Started | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`[bench] ${signal}: stopping the system under test and restoring innodb_flush_log_at_trx_commit = ${originalFlush}`);
+    void Promise.allSettled([current?.stop(), db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`)]).then(() => process.exit(130));
+  });
+}
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const system of round % 2 === 1 ? systems : [...systems].reverse()) {
@@ -75,12 +85,18 @@ try {
         await db.query('DROP TABLE IF EXISTS adama_log');
       }
       const s = await system.start();
+      current = s;
       try {
         for (const scenario of scenarios) {
           const k = key(system.name, scenario.name);
           if (!histograms.has(k)) histograms.set(k, histogram());
+          const cpuBefore = cpuSeconds(s.pids);
+          const generatorBefore = process.cpuUsage();
           const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}` }, histograms.get(k) as ReturnType<typeof histogram>);
           commits.set(k, (commits.get(k) ?? 0) + n);
+          const generator = process.cpuUsage(generatorBefore);
+          const c = cpu.get(k) ?? { server: 0, generator: 0 };
+          cpu.set(k, { server: c.server + cpuSeconds(s.pids) - cpuBefore, generator: c.generator + (generator.user + generator.system) / 1e6 });
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
@@ -97,6 +113,7 @@ try {
           await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}` }, vh.speculative, vh.committed);
         }
       } finally {
+        current = undefined;
         await s.stop();
       }
       console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: ${system.name} done`);
@@ -107,10 +124,17 @@ try {
   await db.end();
 }
 
+/** Microseconds of CPU per commit: in the system's processes, and in the load generator. */
+function cpuPerCommit(k: string): { serverCpuUs: number; generatorCpuUs: number } {
+  const n = commits.get(k) ?? 0;
+  const c = cpu.get(k) ?? { server: Number.NaN, generator: Number.NaN };
+  const us = (x: number): number => (n > 0 && Number.isFinite(x) ? Math.round((x * 1e6) / n) : -1);
+  return { serverCpuUs: us(c.server), generatorCpuUs: us(c.generator) };
+}
 const rows = systems.flatMap((system) =>
   scenarios.map((scenario) => {
     const h = histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>;
-    return { system: system.name, scenario: scenario.name, clients: scenario.clients, docs: scenario.docs, commitsPerSecond: Math.round((commits.get(key(system.name, scenario.name)) ?? 0) / (seconds * rounds)), p50Ms: percentileMs(h, 50), p90Ms: percentileMs(h, 90), p99Ms: percentileMs(h, 99), p999Ms: percentileMs(h, 99.9) };
+    return { system: system.name, scenario: scenario.name, clients: scenario.clients, docs: scenario.docs, commitsPerSecond: Math.round((commits.get(key(system.name, scenario.name)) ?? 0) / (seconds * rounds)), ...cpuPerCommit(key(system.name, scenario.name)), p50Ms: percentileMs(h, 50), p90Ms: percentileMs(h, 90), p99Ms: percentileMs(h, 99), p999Ms: percentileMs(h, 99.9) };
   }),
 );
 printTable(rows);

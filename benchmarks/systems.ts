@@ -2,15 +2,15 @@
 // MySQL and in-memory baseline hosts), and the closed-loop load generator that drives them all
 // through the chain head's client protocol.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
-import assert from 'node:assert/strict';
+import { assert } from '../engine/assert.ts';
 import { ChainClient, ChainSession } from '../chain/client.ts';
 import { LocalCluster } from '../chain/local-cluster.ts';
 import { ChainManager, initialConfig, nodeStatus } from '../chain/manager.ts';
@@ -22,8 +22,40 @@ const hostScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'base
 
 export interface Started {
   readonly address: string;
+  /** The processes that serve this system (nodes, the host, and mariadbd for MySQL), for CPU accounting. */
+  readonly pids: readonly number[];
   stop(): Promise<void>;
 }
+
+/** The pid of the local MySQL server, when it runs on this machine (for CPU accounting). */
+export function localMysqlPid(): number | undefined {
+  for (const name of ['mariadbd', 'mysqld']) {
+    try {
+      const pid = Number(execFileSync('pidof', ['-s', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+      if (Number.isInteger(pid) && pid > 0) return pid;
+    } catch {
+      // not running under this name
+    }
+  }
+  return undefined;
+}
+
+/** CPU seconds (user + system) used so far by the processes `pids`, from /proc; NaN where unreadable. */
+export function cpuSeconds(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
+    } catch {
+      return Number.NaN;
+    }
+  }
+  return total;
+}
+const clockTicksPerSecond = 100;
 
 export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, '--mode', mode, '--cluster', 'bench'], { env: { ...process.env, ADAMA_CLUSTER_SECRET: benchSecret }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -33,8 +65,10 @@ export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
     child.once('exit', (code) => reject(new Error(`baseline host (${mode}) exited with ${code}`)));
   });
   const { address } = JSON.parse(line) as { address: string };
+  const mysqlPid = mode === 'mysql' ? localMysqlPid() : undefined;
   return {
     address,
+    pids: [child.pid as number, ...(mysqlPid === undefined ? [] : [mysqlPid])],
     stop: () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))),
   };
 }
@@ -50,6 +84,7 @@ export async function startChain(k: number, syncWrites = true): Promise<Started>
   session.close();
   return {
     address: nodes[0]?.address as string,
+    pids: nodes.map((n) => n.child.pid as number),
     async stop() {
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
       rmSync(dir, { recursive: true, force: true });

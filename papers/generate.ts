@@ -1,0 +1,256 @@
+// npm run paper [-- --check]
+//
+// Regenerates the paper from the benchmark JSON: reads benchmarks/results/{bench,failover,
+// simulations}.json, draws the SVG figures into papers/figures/, and fills the placeholders of
+// papers/adama-chain.src.md into papers/adama-chain.md. Every number in the evaluation comes from
+// those files; `--check` fails if the committed paper or figures differ from what they give.
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from '../benchmarks/report.ts';
+import { fill, lineChart, markdownTable, type Series } from './figures.ts';
+
+const usage = `npm run paper [-- --check]
+
+Reads benchmarks/results/bench.json (from npm run bench; falls back to bench-quick.json from
+npm run bench -- --quick), failover.json (npm run failover) and simulations.json
+(npm run simulate:report), writes papers/figures/*.svg and papers/adama-chain.md from
+papers/adama-chain.src.md. --check: write nothing, exit 1 if the committed files are stale.`;
+const args = parseArgs(process.argv.slice(2), usage, { check: 'flag' });
+const here = path.dirname(fileURLToPath(import.meta.url));
+const results = path.join(here, '..', 'benchmarks', 'results');
+
+function load<T>(name: string, makeWith: string): T {
+  const file = path.join(results, `${name}.json`);
+  if (!existsSync(file)) {
+    console.error(`npm run paper needs benchmarks/results/${name}.json; make it with: ${makeWith}`);
+    process.exit(1);
+  }
+  return JSON.parse(readFileSync(file, 'utf8')) as T;
+}
+
+interface Row { system: string; scenario: string; clients: number; docs: number; commitsPerSecond: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
+interface View { system: string; clients: number; speculativeP50Ms: number; commitP50Ms: number; speculativeP99Ms: number; commitP99Ms: number }
+interface Open { system: string; ratePerSecond: number; connections: number; docs: number; commitsPerSecond: number; refused: number; failed: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
+interface Machine { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string }
+interface Bench {
+  date: string;
+  commit: string;
+  machine: Machine;
+  settings: { quick: boolean; seconds: number; rounds: number; rate: number; timelineSeconds: number; elapsedSeconds: number };
+  rows: Row[];
+  views: View[];
+  openLoop: Open[];
+  ratios: Record<string, number>;
+  timeline: { nodes: number; k: number; clients: number; bucketMs: number; buckets: { tMs: number; commitsPerSecond: number }[]; victim: string; killAtMs: number; detectedAtMs: number; reconfiguredAtMs: number; firstCommitAfterKillMs: number; commits: number; ackedLost: number };
+  cdfs: { system: string; scenario: string; points: [number, number][] }[];
+}
+interface Failover {
+  date: string;
+  commit: string;
+  settings: { nodes: number; chains: number; k: number; repeats: number; pauseSeconds: number };
+  summary: { role: string; runs: number; medianDetectMs: number; medianFirstCommitMs: number }[];
+  all: { medianDetectMs: number; medianFirstCommitMs: number; falsePositives: number; pauses: number; ackedLost: number; commits: number };
+}
+interface Simulations {
+  date: string;
+  commit: string;
+  clean: { runs: number; seed: number; events: number; seconds: number; eventsPerSecond: number; violations: number; autopilotRuns: number; falsePositives: number; deathsWhileCutOff: number };
+  planted: { bug: string; invariant: string; seedsCaught: number; seeds: number; runsToCatchMin: number; runsToCatchMax: number; shrunkScheduleLines: number; shrinkRuns: number }[];
+}
+
+const benchName = existsSync(path.join(results, 'bench.json')) ? 'bench' : 'bench-quick';
+const bench = load<Bench>(benchName, 'npm run bench');
+const failover = load<Failover>('failover', 'npm run failover');
+const sims = load<Simulations>('simulations', 'npm run simulate:report');
+
+const row = (system: string, scenario: string): Row => {
+  const r = bench.rows.find((x) => x.system === system && x.scenario === scenario);
+  if (r === undefined) throw new Error(`${benchName}.json has no row for ${system} / ${scenario}; rerun npm run bench`);
+  return r;
+};
+const view = (system: string): View => {
+  const v = bench.views.find((x) => x.system === system);
+  if (v === undefined) throw new Error(`${benchName}.json has no optimistic-path measurement for ${system}`);
+  return v;
+};
+const systems = [...new Set(bench.rows.map((r) => r.system))];
+const chainKs = systems.filter((s) => /^chain k=\d+$/.test(s)).map((s) => Number(s.slice('chain k='.length)));
+const kMax = Math.max(...chainKs);
+const kMin = Math.min(...chainKs);
+const n0 = (x: number): string => Math.round(x).toLocaleString('en-US');
+const ms = (x: number): string => `${Number(x.toFixed(2))} ms`;
+const x2 = (x: number): string => `${Number(x.toFixed(2))}`;
+
+// ---------- figures ----------
+const figures: Record<string, string> = {};
+const manyScenario = 'c16-many';
+figures['latency-cdf'] = lineChart({
+  title: `Commit latency, ${row(systems[0] as string, manyScenario).clients} closed-loop clients, many documents`,
+  xLabel: 'latency (ms, log scale)',
+  yLabel: 'fraction of commits at or below',
+  xLog: true,
+  yMin: 0,
+  yMax: 1,
+  series: systems.map((system) => {
+    const c = bench.cdfs.find((x) => x.system === system && x.scenario === manyScenario);
+    if (c === undefined) throw new Error(`no CDF for ${system} ${manyScenario}`);
+    return { name: system, points: c.points.filter(([q]) => q > 0).map(([q, v]) => [Math.max(v, 0.01), q / 100] as [number, number]), dashed: !system.startsWith('chain') };
+  }),
+});
+const k3 = bench.cdfs.filter((c) => c.system === 'chain k=3' && c.scenario.startsWith('views-'));
+figures['optimistic-cdf'] = lineChart({
+  title: 'Chain k=3: speculative view vs commit ack (16 subscribed clients)',
+  xLabel: 'latency from submit (ms, log scale)',
+  yLabel: 'fraction at or below',
+  xLog: true,
+  yMin: 0,
+  yMax: 1,
+  series: k3.map((c) => ({ name: c.scenario === 'views-speculative' ? 'speculative view' : 'commit ack', points: c.points.filter(([q]) => q > 0).map(([q, v]) => [Math.max(v, 0.01), q / 100] as [number, number]) })),
+});
+const kSeries = (scenario: string, name: string): Series => ({ name, points: chainKs.map((k) => [k, row(`chain k=${k}`, scenario).commitsPerSecond] as [number, number]) });
+figures['throughput-vs-chain-length'] = lineChart({
+  title: 'Throughput against chain length (sync writes, one machine)',
+  xLabel: 'chain length k',
+  yLabel: 'commits per second',
+  xTicks: chainKs,
+  yMin: 0,
+  series: [
+    kSeries('c64-many', 'chain, 64 clients'),
+    kSeries('c16-many', 'chain, 16 clients'),
+    kSeries('c64-hot', 'chain, 64 on 1 doc'),
+    { name: 'MySQL flush=1, 64', dashed: true, points: chainKs.map((k) => [k, row('mysql flush=1', 'c64-many').commitsPerSecond] as [number, number]) },
+    { name: 'MySQL flush=1, hot', dashed: true, points: chainKs.map((k) => [k, row('mysql flush=1', 'c64-hot').commitsPerSecond] as [number, number]) },
+  ],
+});
+const clientCounts = [...new Set(bench.rows.filter((r) => r.scenario.endsWith('-many')).map((r) => r.clients))].sort((a, b) => a - b);
+figures['throughput-vs-concurrency'] = lineChart({
+  title: 'Throughput against concurrency (many documents)',
+  xLabel: 'closed-loop clients (log scale)',
+  yLabel: 'commits per second',
+  xLog: true,
+  xTicks: clientCounts,
+  yMin: 0,
+  series: systems.map((system) => ({ name: system, dashed: !system.startsWith('chain'), points: clientCounts.map((c) => [c, row(system, `c${c}-many`).commitsPerSecond] as [number, number]) })),
+});
+const t = bench.timeline;
+figures['failover-timeline'] = lineChart({
+  title: `Throughput with the head killed (${t.nodes} nodes, k=${t.k}, ${t.clients} clients)`,
+  xLabel: 'time (s)',
+  yLabel: `commits per second (${t.bucketMs} ms buckets)`,
+  yMin: 0,
+  series: [{ name: 'commits/s', points: t.buckets.map((b) => [b.tMs / 1_000, b.commitsPerSecond] as [number, number]) }],
+  marks: [
+    { x: t.killAtMs / 1_000, label: `head ${t.victim} killed` },
+    { x: t.detectedAtMs / 1_000, label: `declared dead +${t.detectedAtMs - t.killAtMs} ms` },
+    { x: (t.killAtMs + t.firstCommitAfterKillMs) / 1_000, label: `first new commit +${t.firstCommitAfterKillMs} ms` },
+  ],
+});
+
+// ---------- tables ----------
+const tables: Record<string, string> = {};
+const scenarios = [...new Set(bench.rows.map((r) => r.scenario))];
+tables.throughput = markdownTable(systems.map((system) => ({ system, ...Object.fromEntries(scenarios.map((s) => [`${s} commits/s`, row(system, s).commitsPerSecond])) })));
+tables.latency = markdownTable(systems.flatMap((system) => ['c1-many', 'c16-many', 'c64-hot'].map((s) => ({ system, scenario: s, 'p50 ms': row(system, s).p50Ms, 'p90 ms': row(system, s).p90Ms, 'p99 ms': row(system, s).p99Ms, 'p99.9 ms': row(system, s).p999Ms }))));
+tables.views = markdownTable(bench.views.map((v) => ({ system: v.system, 'speculative p50 ms': v.speculativeP50Ms, 'commit p50 ms': v.commitP50Ms, ratio: x2(v.speculativeP50Ms / v.commitP50Ms), 'speculative p99 ms': v.speculativeP99Ms, 'commit p99 ms': v.commitP99Ms })));
+tables.openloop = markdownTable(bench.openLoop.map((o) => ({ system: o.system, 'offered/s': o.ratePerSecond, 'committed/s': o.commitsPerSecond, refused: o.refused, 'p50 ms': o.p50Ms, 'p90 ms': o.p90Ms, 'p99 ms': o.p99Ms, 'p99.9 ms': o.p999Ms })));
+const r = bench.ratios;
+const goal = (name: string, measured: number, target: string, met: boolean): Record<string, string> => ({ ratio: name, measured: x2(measured), goal: target, met: met ? 'yes' : '**no**' });
+tables.ratios = markdownTable([
+  goal(`chain k=3 sync commit p50 ÷ MySQL flush=1 p50 (16 clients)`, r.k3SyncP50OverMysqlFlush1P50 as number, '≤ 1', (r.k3SyncP50OverMysqlFlush1P50 as number) <= 1),
+  goal('chain k=3 ÷ MySQL flush=1 throughput, 64 clients, many documents', r.chainK3ThroughputOverMysqlManyDocs64 as number, '≥ 3', (r.chainK3ThroughputOverMysqlManyDocs64 as number) >= 3),
+  goal('chain k=3 ÷ MySQL flush=1 throughput, 64 clients, one hot document', r.chainK3ThroughputOverMysqlHotDoc64 as number, '≥ 10', (r.chainK3ThroughputOverMysqlHotDoc64 as number) >= 10),
+  goal('k=3 speculative-view p50 ÷ commit p50', r.k3SpeculativeP50OverCommitP50 as number, '≤ 0.2', (r.k3SpeculativeP50OverCommitP50 as number) <= 0.2),
+  goal(`throughput k=${kMax} ÷ k=${kMin}, 64 clients`, r.throughputK5OverK1Clients64 as number, '≥ 0.8', (r.throughputK5OverK1Clients64 as number) >= 0.8),
+]);
+tables.failover = markdownTable([
+  ...failover.summary.map((s) => ({ killed: s.role, kills: s.runs, 'median detection ms': s.medianDetectMs, 'median first new commit ms': s.medianFirstCommitMs })),
+  { killed: '**all**', kills: failover.summary.reduce((a, s) => a + s.runs, 0), 'median detection ms': failover.all.medianDetectMs, 'median first new commit ms': failover.all.medianFirstCommitMs },
+]);
+tables.planted = markdownTable(sims.planted.map((p) => ({ 'planted bug': `\`${p.bug}\``, 'caught by': p.invariant, seeds: `${p.seedsCaught}/${p.seeds}`, 'runs to first catch': p.runsToCatchMin === p.runsToCatchMax ? String(p.runsToCatchMin) : `${p.runsToCatchMin}–${p.runsToCatchMax}`, 'shrunk schedule lines': p.shrunkScheduleLines })));
+tables.simulation = markdownTable([
+  { measure: 'scenarios (seed 1)', value: n0(sims.clean.runs) },
+  { measure: 'simulated events', value: n0(sims.clean.events) },
+  { measure: 'wall time', value: `${sims.clean.seconds} s` },
+  { measure: 'events per second', value: n0(sims.clean.eventsPerSecond) },
+  { measure: 'invariant violations', value: String(sims.clean.violations) },
+  { measure: 'runs with SWIM and the automatic manager', value: n0(sims.clean.autopilotRuns) },
+  { measure: 'running nodes declared dead with no cause', value: String(sims.clean.falsePositives) },
+]);
+const sources = [
+  { file: `benchmarks/results/${benchName}.json`, command: bench.settings.quick ? 'npm run bench -- --quick' : 'npm run bench', date: bench.date.slice(0, 10), commit: bench.commit },
+  { file: 'benchmarks/results/failover.json', command: 'npm run failover', date: failover.date.slice(0, 10), commit: failover.commit },
+  { file: 'benchmarks/results/simulations.json', command: 'npm run simulate:report', date: sims.date.slice(0, 10), commit: sims.commit },
+];
+tables.sources = markdownTable(sources);
+
+// ---------- values ----------
+const values: Record<string, string> = {
+  machine: `${bench.machine.cpus} × ${bench.machine.cpuModel}, ${bench.machine.memoryGiB} GiB, Node.js ${bench.machine.node}, ${bench.machine.platform}`,
+  benchCommand: bench.settings.quick ? 'npm run bench -- --quick' : 'npm run bench',
+  benchSeconds: String(bench.settings.seconds),
+  benchRounds: String(bench.settings.rounds),
+  benchElapsedS: String(bench.settings.elapsedSeconds),
+  openRate: n0(bench.settings.rate),
+  k3P50Ms: ms(row('chain k=3', manyScenario).p50Ms),
+  k1P50Ms: ms(row('chain k=1', manyScenario).p50Ms),
+  k5P50Ms: ms(row(`chain k=${kMax}`, manyScenario).p50Ms),
+  mysql1P50Ms: ms(row('mysql flush=1', manyScenario).p50Ms),
+  mysql2P50Ms: ms(row('mysql flush=2', manyScenario).p50Ms),
+  memoryP50Ms: ms(row('memory', manyScenario).p50Ms),
+  k3c1P50Ms: ms(row('chain k=3', 'c1-many').p50Ms),
+  mysql1c1P50Ms: ms(row('mysql flush=1', 'c1-many').p50Ms),
+  k3P50OverMysql: x2(r.k3SyncP50OverMysqlFlush1P50 as number),
+  k3ManyTput: n0(row('chain k=3', 'c64-many').commitsPerSecond),
+  k1ManyTput: n0(row('chain k=1', 'c64-many').commitsPerSecond),
+  k5ManyTput: n0(row(`chain k=${kMax}`, 'c64-many').commitsPerSecond),
+  mysql1ManyTput: n0(row('mysql flush=1', 'c64-many').commitsPerSecond),
+  memoryManyTput: n0(row('memory', 'c64-many').commitsPerSecond),
+  k3HotTput: n0(row('chain k=3', 'c64-hot').commitsPerSecond),
+  mysql1HotTput: n0(row('mysql flush=1', 'c64-hot').commitsPerSecond),
+  manyRatio: x2(r.chainK3ThroughputOverMysqlManyDocs64 as number),
+  hotRatio: x2(r.chainK3ThroughputOverMysqlHotDoc64 as number),
+  k5OverK1: x2(r.throughputK5OverK1Clients64 as number),
+  kMax: String(kMax),
+  k3SpecP50Ms: ms(view('chain k=3').speculativeP50Ms),
+  k3CommitP50Ms: ms(view('chain k=3').commitP50Ms),
+  specRatio: x2(r.k3SpeculativeP50OverCommitP50 as number),
+  k3NoSyncManyTput: n0(row('chain k=3 no-sync', 'c64-many').commitsPerSecond),
+  mysql2ManyTput: n0(row('mysql flush=2', 'c64-many').commitsPerSecond),
+  timelineDetectMs: String(t.detectedAtMs - t.killAtMs),
+  timelineReconfigMs: String(t.reconfiguredAtMs - t.killAtMs),
+  timelineFirstCommitMs: String(t.firstCommitAfterKillMs),
+  timelineCommits: n0(t.commits),
+  timelineLost: String(t.ackedLost),
+  failoverDetectMs: String(failover.all.medianDetectMs),
+  failoverFirstCommitMs: String(failover.all.medianFirstCommitMs),
+  failoverKills: String(failover.summary.reduce((a, s) => a + s.runs, 0)),
+  failoverPauses: String(failover.all.pauses),
+  failoverFalsePositives: String(failover.all.falsePositives),
+  failoverLost: String(failover.all.ackedLost),
+  failoverCommits: n0(failover.all.commits),
+  simRuns: n0(sims.clean.runs),
+  simEventsPerSecond: n0(sims.clean.eventsPerSecond),
+  simViolations: String(sims.clean.violations),
+  plantedCount: String(sims.planted.length),
+  plantedRunsMax: String(Math.max(...sims.planted.map((p) => p.runsToCatchMax))),
+};
+for (const [name, table] of Object.entries(tables)) values[`table:${name}`] = table;
+for (const name of Object.keys(figures)) values[`figure:${name}`] = `![${name.replace(/-/g, ' ')}](figures/${name}.svg)`;
+
+const source = readFileSync(path.join(here, 'adama-chain.src.md'), 'utf8');
+const banner = '<!-- Generated by `npm run paper` from papers/adama-chain.src.md and benchmarks/results/*.json. Edit the source, not this file. -->\n';
+const outputs = new Map<string, string>([[path.join(here, 'adama-chain.md'), banner + fill(source, values)], ...Object.entries(figures).map(([name, svg]) => [path.join(here, 'figures', `${name}.svg`), svg] as [string, string])]);
+if (args.check === true) {
+  const stale = [...outputs].filter(([file, text]) => !existsSync(file) || readFileSync(file, 'utf8') !== text).map(([file]) => path.relative(path.join(here, '..'), file));
+  if (stale.length > 0) {
+    console.error(`stale (run npm run paper and commit): ${stale.join(', ')}`);
+    process.exit(1);
+  }
+  console.log(`papers/ is up to date with benchmarks/results (${outputs.size} files)`);
+} else {
+  mkdirSync(path.join(here, 'figures'), { recursive: true });
+  for (const [file, text] of outputs) writeFileSync(file, text);
+  console.log(`wrote papers/adama-chain.md and ${Object.keys(figures).length} figures in papers/figures/ from ${sources.map((s) => s.file).join(', ')}`);
+}

@@ -242,6 +242,8 @@ export interface FailoverTimeline {
   readonly k: number;
   readonly clients: number;
   readonly bucketMs: number;
+  /** Whole buckets only. */
+  readonly wholeBuckets: true;
   /** Commits per second in each bucket, by the time the ack arrived (ms since the load began). */
   readonly buckets: { readonly tMs: number; readonly commitsPerSecond: number }[];
   readonly victim: string;
@@ -302,11 +304,12 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
     const sinceKill = (wall: number | undefined): number => (wall === undefined ? -1 : Math.round(killAtMs + wall - killWall));
     const detectedAtMs = sinceKill(cluster.events.find((e) => e.kind === 'member' && e.node === victim && e.state === 'dead' && e.at >= killWall)?.at);
     const reconfiguredAtMs = sinceKill(cluster.events.find((e) => e.kind === 'configured' && e.at >= killWall && !e.config.members.some((m) => m.node === victim))?.at);
-    const bucketsN = Math.ceil(endMs / o.bucketMs);
+    // Whole buckets only: a last, partial bucket would read as a drop in throughput.
+    const bucketsN = Math.floor(endMs / o.bucketMs);
     const counts = new Array<number>(bucketsN).fill(0);
     for (const at of acks) {
-      const b = Math.min(bucketsN - 1, Math.floor(at / o.bucketMs));
-      counts[b] = (counts[b] as number) + 1;
+      const b = Math.floor(at / o.bucketMs);
+      if (b < bucketsN) counts[b] = (counts[b] as number) + 1;
     }
     const buckets = counts.map((n, i) => ({ tMs: i * o.bucketMs, commitsPerSecond: Math.round((n * 1_000) / o.bucketMs) }));
     // No acknowledged message lost: each counter holds at least its acked adds, read at the head.
@@ -317,7 +320,7 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
       const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
       ackedLost += Math.max(0, n - value);
     }
-    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
+    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, wholeBuckets: true, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
   } finally {
     await cluster.stop();
   }

@@ -41,7 +41,7 @@ export function tickLabel(v: number): string {
 }
 
 function niceStep(span: number): number {
-  const raw = span / 5;
+  const raw = span / 8;
   const p = 10 ** Math.floor(Math.log10(raw));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
   return 10 * p;

@@ -30,7 +30,7 @@ function load<T>(name: string, makeWith: string): T {
   return JSON.parse(readFileSync(file, 'utf8')) as T;
 }
 
-interface Row { system: string; scenario: string; clients: number; docs: number; commitsPerSecond: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
+interface Row { system: string; scenario: string; clients: number; docs: number; commitsPerSecond: number; serverCpuUs: number; generatorCpuUs: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
 interface View { system: string; clients: number; speculativeP50Ms: number; commitP50Ms: number; speculativeP99Ms: number; commitP99Ms: number }
 interface Open { system: string; ratePerSecond: number; connections: number; docs: number; commitsPerSecond: number; refused: number; failed: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
 interface Machine { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string }
@@ -43,7 +43,7 @@ interface Bench {
   views: View[];
   openLoop: Open[];
   ratios: Record<string, number>;
-  timeline: { nodes: number; k: number; clients: number; bucketMs: number; buckets: { tMs: number; commitsPerSecond: number }[]; victim: string; killAtMs: number; detectedAtMs: number; reconfiguredAtMs: number; firstCommitAfterKillMs: number; commits: number; ackedLost: number };
+  timeline: { nodes: number; k: number; clients: number; bucketMs: number; wholeBuckets?: true; buckets: { tMs: number; commitsPerSecond: number }[]; victim: string; killAtMs: number; detectedAtMs: number; reconfiguredAtMs: number; firstCommitAfterKillMs: number; commits: number; ackedLost: number };
   cdfs: { system: string; scenario: string; points: [number, number][] }[];
 }
 interface Failover {
@@ -75,12 +75,17 @@ const view = (system: string): View => {
   if (v === undefined) throw new Error(`${benchName}.json has no optimistic-path measurement for ${system}`);
   return v;
 };
+const open = (system: string): Open => {
+  const o = bench.openLoop.find((x) => x.system === system);
+  if (o === undefined) throw new Error(`${benchName}.json has no open-loop row for ${system}`);
+  return o;
+};
 const systems = [...new Set(bench.rows.map((r) => r.system))];
 const chainKs = systems.filter((s) => /^chain k=\d+$/.test(s)).map((s) => Number(s.slice('chain k='.length)));
 const kMax = Math.max(...chainKs);
 const kMin = Math.min(...chainKs);
 const n0 = (x: number): string => Math.round(x).toLocaleString('en-US');
-const ms = (x: number): string => `${Number(x.toFixed(2))} ms`;
+const ms = (x: number): string => `${Number(x.toFixed(2))}`;
 const x2 = (x: number): string => `${Number(x.toFixed(2))}`;
 
 // ---------- figures ----------
@@ -135,12 +140,14 @@ figures['throughput-vs-concurrency'] = lineChart({
   series: systems.map((system) => ({ name: system, dashed: !system.startsWith('chain'), points: clientCounts.map((c) => [c, row(system, `c${c}-many`).commitsPerSecond] as [number, number]) })),
 });
 const t = bench.timeline;
+// Runs before wholeBuckets counted the tail of the run into a last, partial bucket: leave it out.
+const timelineBuckets = t.wholeBuckets === true ? t.buckets : t.buckets.slice(0, -1);
 figures['failover-timeline'] = lineChart({
   title: `Throughput with the head killed (${t.nodes} nodes, k=${t.k}, ${t.clients} clients)`,
   xLabel: 'time (s)',
   yLabel: `commits per second (${t.bucketMs} ms buckets)`,
   yMin: 0,
-  series: [{ name: 'commits/s', points: t.buckets.map((b) => [b.tMs / 1_000, b.commitsPerSecond] as [number, number]) }],
+  series: [{ name: 'commits/s', points: timelineBuckets.map((b) => [b.tMs / 1_000, b.commitsPerSecond] as [number, number]) }],
   marks: [
     { x: t.killAtMs / 1_000, label: `head ${t.victim} killed` },
     { x: t.detectedAtMs / 1_000, label: `declared dead +${t.detectedAtMs - t.killAtMs} ms` },
@@ -153,6 +160,11 @@ const tables: Record<string, string> = {};
 const scenarios = [...new Set(bench.rows.map((r) => r.scenario))];
 tables.throughput = markdownTable(systems.map((system) => ({ system, ...Object.fromEntries(scenarios.map((s) => [`${s} commits/s`, row(system, s).commitsPerSecond])) })));
 tables.latency = markdownTable(systems.flatMap((system) => ['c1-many', 'c16-many', 'c64-hot'].map((s) => ({ system, scenario: s, 'p50 ms': row(system, s).p50Ms, 'p90 ms': row(system, s).p90Ms, 'p99 ms': row(system, s).p99Ms, 'p99.9 ms': row(system, s).p999Ms }))));
+tables.cpu = markdownTable(systems.map((system) => {
+  const c = row(system, 'c64-many');
+  const k = /^chain k=(\d+)/.exec(system);
+  return { system, 'commits/s (64 clients)': c.commitsPerSecond, 'server CPU µs/commit': c.serverCpuUs, 'per process µs/commit': k === null ? '–' : String(Math.round(c.serverCpuUs / Number(k[1]))), 'generator CPU µs/commit': c.generatorCpuUs, 'CPU-bound ceiling/s': Math.round((bench.machine.cpus * 1e6) / (c.serverCpuUs + c.generatorCpuUs)) };
+}));
 tables.views = markdownTable(bench.views.map((v) => ({ system: v.system, 'speculative p50 ms': v.speculativeP50Ms, 'commit p50 ms': v.commitP50Ms, ratio: x2(v.speculativeP50Ms / v.commitP50Ms), 'speculative p99 ms': v.speculativeP99Ms, 'commit p99 ms': v.commitP99Ms })));
 tables.openloop = markdownTable(bench.openLoop.map((o) => ({ system: o.system, 'offered/s': o.ratePerSecond, 'committed/s': o.commitsPerSecond, refused: o.refused, 'p50 ms': o.p50Ms, 'p90 ms': o.p90Ms, 'p99 ms': o.p99Ms, 'p99.9 ms': o.p999Ms })));
 const r = bench.ratios;
@@ -164,6 +176,7 @@ tables.ratios = markdownTable([
   goal('k=3 speculative-view p50 ÷ commit p50', r.k3SpeculativeP50OverCommitP50 as number, '≤ 0.2', (r.k3SpeculativeP50OverCommitP50 as number) <= 0.2),
   goal(`throughput k=${kMax} ÷ k=${kMin}, 64 clients`, r.throughputK5OverK1Clients64 as number, '≥ 0.8', (r.throughputK5OverK1Clients64 as number) >= 0.8),
 ]);
+const goalsMet = [(r.k3SyncP50OverMysqlFlush1P50 as number) <= 1, (r.chainK3ThroughputOverMysqlManyDocs64 as number) >= 3, (r.chainK3ThroughputOverMysqlHotDoc64 as number) >= 10, (r.k3SpeculativeP50OverCommitP50 as number) <= 0.2, (r.throughputK5OverK1Clients64 as number) >= 0.8].filter(Boolean).length;
 tables.failover = markdownTable([
   ...failover.summary.map((s) => ({ killed: s.role, kills: s.runs, 'median detection ms': s.medianDetectMs, 'median first new commit ms': s.medianFirstCommitMs })),
   { killed: '**all**', kills: failover.summary.reduce((a, s) => a + s.runs, 0), 'median detection ms': failover.all.medianDetectMs, 'median first new commit ms': failover.all.medianFirstCommitMs },
@@ -198,7 +211,8 @@ const values: Record<string, string> = {
   k5P50Ms: ms(row(`chain k=${kMax}`, manyScenario).p50Ms),
   mysql1P50Ms: ms(row('mysql flush=1', manyScenario).p50Ms),
   mysql2P50Ms: ms(row('mysql flush=2', manyScenario).p50Ms),
-  memoryP50Ms: ms(row('memory', manyScenario).p50Ms),
+  memP50Ms: ms(row('memory', manyScenario).p50Ms),
+  k3NoSyncP50Ms: ms(row('chain k=3 no-sync', manyScenario).p50Ms),
   k3c1P50Ms: ms(row('chain k=3', 'c1-many').p50Ms),
   mysql1c1P50Ms: ms(row('mysql flush=1', 'c1-many').p50Ms),
   k3P50OverMysql: x2(r.k3SyncP50OverMysqlFlush1P50 as number),
@@ -210,14 +224,36 @@ const values: Record<string, string> = {
   k3HotTput: n0(row('chain k=3', 'c64-hot').commitsPerSecond),
   mysql1HotTput: n0(row('mysql flush=1', 'c64-hot').commitsPerSecond),
   manyRatio: x2(r.chainK3ThroughputOverMysqlManyDocs64 as number),
+  k1OverMysqlMany: x2(row('chain k=1', 'c64-many').commitsPerSecond / row('mysql flush=1', 'c64-many').commitsPerSecond),
+  k3OverMysqlMany: x2(r.chainK3ThroughputOverMysqlManyDocs64 as number),
+  k3OverMysqlHot: x2(r.chainK3ThroughputOverMysqlHotDoc64 as number),
   hotRatio: x2(r.chainK3ThroughputOverMysqlHotDoc64 as number),
   k5OverK1: x2(r.throughputK5OverK1Clients64 as number),
   kMax: String(kMax),
   k3SpecP50Ms: ms(view('chain k=3').speculativeP50Ms),
   k3CommitP50Ms: ms(view('chain k=3').commitP50Ms),
   specRatio: x2(r.k3SpeculativeP50OverCommitP50 as number),
+  k3SpecOverCommit: x2(r.k3SpeculativeP50OverCommitP50 as number),
   k3NoSyncManyTput: n0(row('chain k=3 no-sync', 'c64-many').commitsPerSecond),
   mysql2ManyTput: n0(row('mysql flush=2', 'c64-many').commitsPerSecond),
+  k1CpuUs: String(row('chain k=1', 'c64-many').serverCpuUs),
+  k3CpuUs: String(row('chain k=3', 'c64-many').serverCpuUs),
+  k5CpuUs: String(row(`chain k=${kMax}`, 'c64-many').serverCpuUs),
+  k5CpuPerNodeUs: String(Math.round(row(`chain k=${kMax}`, 'c64-many').serverCpuUs / kMax)),
+  mysql1CpuUs: String(row('mysql flush=1', 'c64-many').serverCpuUs),
+  memoryCpuUs: String(row('memory', 'c64-many').serverCpuUs),
+  cpus: String(bench.machine.cpus),
+  goalsMet: goalsMet === 0 ? 'none of the five goals' : goalsMet === 5 ? 'all five goals' : `${goalsMet} of the five goals`,
+  ceilingShare: (() => {
+    const shares = systems.map((system) => {
+      const c = row(system, 'c64-many');
+      return (100 * c.commitsPerSecond * (c.serverCpuUs + c.generatorCpuUs)) / (bench.machine.cpus * 1e6);
+    });
+    return `${Math.round(Math.min(...shares))} to ${Math.round(Math.max(...shares))}%`;
+  })(),
+  openK3P50Ms: ms(open('chain k=3').p50Ms),
+  openMysql1P50Ms: ms(open('mysql flush=1').p50Ms),
+  openMemoryP50Ms: ms(open('memory').p50Ms),
   timelineDetectMs: String(t.detectedAtMs - t.killAtMs),
   timelineReconfigMs: String(t.reconfiguredAtMs - t.killAtMs),
   timelineFirstCommitMs: String(t.firstCommitAfterKillMs),
@@ -225,6 +261,7 @@ const values: Record<string, string> = {
   timelineLost: String(t.ackedLost),
   failoverDetectMs: String(failover.all.medianDetectMs),
   failoverFirstCommitMs: String(failover.all.medianFirstCommitMs),
+  headFailoverMs: String(failover.summary.find((x) => x.role === 'head')?.medianFirstCommitMs ?? -1),
   failoverKills: String(failover.summary.reduce((a, s) => a + s.runs, 0)),
   failoverPauses: String(failover.all.pauses),
   failoverFalsePositives: String(failover.all.falsePositives),

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from '../benchmarks/report.ts';
+import { accessors, proseClaims, type Bench, type Failover, type Simulations } from './inputs.ts';
 import { fill, lineChart, markdownTable, type Series } from './figures.ts';
 
 const usage = `npm run paper [-- --check]
@@ -30,62 +31,12 @@ function load<T>(name: string, makeWith: string): T {
   return JSON.parse(readFileSync(file, 'utf8')) as T;
 }
 
-interface Row { system: string; scenario: string; clients: number; docs: number; commitsPerSecond: number; serverCpuUs: number; generatorCpuUs: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
-interface View { system: string; clients: number; speculativeP50Ms: number; commitP50Ms: number; speculativeP99Ms: number; commitP99Ms: number }
-interface Open { system: string; ratePerSecond: number; connections: number; docs: number; commitsPerSecond: number; refused: number; failed: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
-interface Machine { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string }
-interface Bench {
-  date: string;
-  commit: string;
-  machine: Machine;
-  settings: { quick: boolean; seconds: number; rounds: number; rate: number; timelineSeconds: number; elapsedSeconds: number };
-  rows: Row[];
-  views: View[];
-  openLoop: Open[];
-  ratios: Record<string, number>;
-  timeline: { nodes: number; k: number; clients: number; bucketMs: number; wholeBuckets?: true; buckets: { tMs: number; commitsPerSecond: number }[]; victim: string; killAtMs: number; detectedAtMs: number; reconfiguredAtMs: number; firstCommitAfterKillMs: number; commits: number; ackedLost: number };
-  cdfs: { system: string; scenario: string; points: [number, number][] }[];
-}
-interface Failover {
-  date: string;
-  commit: string;
-  machine: Machine;
-  settings: { nodes: number; chains: number; k: number; repeats: number; pauseSeconds: number };
-  summary: { role: string; runs: number; medianDetectMs: number; medianFirstCommitMs: number }[];
-  all: { medianDetectMs: number; medianFirstCommitMs: number; falsePositives: number; pauses: number; ackedLost: number; commits: number };
-}
-interface Simulations {
-  date: string;
-  commit: string;
-  machine: Machine;
-  clean: { runs: number; seed: number; events: number; seconds: number; eventsPerSecond: number; violations: number; autopilotRuns: number; falsePositives: number; deathsWhileCutOff: number };
-  planted: { bug: string; invariant: string; seedsCaught: number; seeds: number; runsToCatchMin: number; runsToCatchMax: number; shrunkScheduleLines: number; shrinkRuns: number }[];
-}
-
 const benchName = existsSync(path.join(results, 'bench.json')) ? 'bench' : 'bench-quick';
 const bench = load<Bench>(benchName, 'npm run bench');
 const failover = load<Failover>('failover', 'npm run failover');
 const sims = load<Simulations>('simulations', 'npm run simulate:report');
 
-const row = (system: string, scenario: string): Row => {
-  const r = bench.rows.find((x) => x.system === system && x.scenario === scenario);
-  if (r === undefined) throw new Error(`${benchName}.json has no row for ${system} / ${scenario}; rerun npm run bench`);
-  return r;
-};
-const view = (system: string): View => {
-  const v = bench.views.find((x) => x.system === system);
-  if (v === undefined) throw new Error(`${benchName}.json has no optimistic-path measurement for ${system}`);
-  return v;
-};
-const open = (system: string): Open => {
-  const o = bench.openLoop.find((x) => x.system === system);
-  if (o === undefined) throw new Error(`${benchName}.json has no open-loop row for ${system}`);
-  return o;
-};
-const systems = [...new Set(bench.rows.map((r) => r.system))];
-const chainKs = systems.filter((s) => /^chain k=\d+$/.test(s)).map((s) => Number(s.slice('chain k='.length)));
-const kMax = Math.max(...chainKs);
-const kMin = Math.min(...chainKs);
+const { row, view, open, systems, chainKs, kMax, kMin, timelineBuckets } = accessors(bench, benchName);
 const n0 = (x: number): string => Math.round(x).toLocaleString('en-US');
 const ms = (x: number): string => `${Number(x.toFixed(2))}`;
 const x2 = (x: number): string => `${Number(x.toFixed(2))}`;
@@ -142,8 +93,6 @@ figures['throughput-vs-concurrency'] = lineChart({
   series: systems.map((system) => ({ name: system, dashed: !system.startsWith('chain'), points: clientCounts.map((c) => [c, row(system, `c${c}-many`).commitsPerSecond] as [number, number]) })),
 });
 const t = bench.timeline;
-// Runs before wholeBuckets counted the tail of the run into a last, partial bucket: leave it out.
-const timelineBuckets = t.wholeBuckets === true ? t.buckets : t.buckets.slice(0, -1);
 figures['failover-timeline'] = lineChart({
   title: `Throughput with the head killed (${t.nodes} nodes, k=${t.k}, ${t.clients} clients)`,
   xLabel: 'time (s)',
@@ -278,27 +227,10 @@ const values: Record<string, string> = {
   plantedCount: String(sims.planted.length),
   plantedRunsMax: String(Math.max(...sims.planted.map((p) => p.runsToCatchMax))),
 };
-// The prose states some directions in words ("throughput falls with chain length"). Each is
-// checked here against the data, so a rerun that reverses one fails instead of shipping a
-// paper whose words contradict its tables.
-const chainP50 = (k: number, scenario: string): number => row(`chain k=${k}`, scenario).p50Ms;
-const claims: [string, boolean][] = [
-  ['abstract, 5.1, 7: with k >= 2 on independent documents (16 clients) the chain p50 exceeds MySQL flush=1', chainKs.filter((k) => k >= 2).every((k) => chainP50(k, manyScenario) > row('mysql flush=1', manyScenario).p50Ms)],
-  ['5.1: with k = 1 (16 clients) the chain p50 is below MySQL flush=1', chainP50(1, manyScenario) < row('mysql flush=1', manyScenario).p50Ms],
-  ['5.1: on one hot document the k = 3 chain p50 is below MySQL flush=1', chainP50(3, 'c64-hot') < row('mysql flush=1', 'c64-hot').p50Ms],
-  ['5.2: throughput (64 clients, many documents) falls with each step of chain length', chainKs.every((k, i) => i === 0 || row(`chain k=${k}`, 'c64-many').commitsPerSecond < row(`chain k=${chainKs[i - 1]}`, 'c64-many').commitsPerSecond)],
-  ['abstract: k = 5 is far from a flat line (below 0.8 of k = 1)', (r.throughputK5OverK1Clients64 as number) < 0.8],
-  ['5.2: a hot document costs the k = 3 chain little (at least 0.8 of its many-document throughput)', row('chain k=3', 'c64-hot').commitsPerSecond >= 0.8 * row('chain k=3', 'c64-many').commitsPerSecond],
-  ['5.2: k = 3 and MySQL flush=1 spend similar CPU per commit (within 30%)', Math.abs(row('chain k=3', 'c64-many').serverCpuUs / row('mysql flush=1', 'c64-many').serverCpuUs - 1) < 0.3],
-  ['5.2: the many-document ratio sits near 1 rather than 3 (below 1.5)', (r.chainK3ThroughputOverMysqlManyDocs64 as number) < 1.5],
-  ['5.3: the speculative p50 grows with k (k max above k = 1)', view(`chain k=${kMax}`).speculativeP50Ms > view('chain k=1').speculativeP50Ms],
-  ['5.4: no open-loop request was refused', bench.openLoop.every((o) => o.refused === 0 && o.failed === 0)],
-  ['5.5: throughput drops to zero between the kill and the first new commit', timelineBuckets.some((b) => b.tMs >= t.killAtMs && b.tMs + t.bucketMs <= t.killAtMs + t.firstCommitAfterKillMs && b.commitsPerSecond === 0)],
-  ['6.3: k = 1 spends less CPU per commit than MySQL flush=1', row('chain k=1', 'c64-many').serverCpuUs < row('mysql flush=1', 'c64-many').serverCpuUs],
-];
+const claims = proseClaims(bench, benchName);
 const broken = claims.filter(([, holds]) => !holds).map(([claim]) => claim);
 if (broken.length > 0) {
-  console.error(`the data no longer supports these statements in papers/adama-chain.src.md; revise them (and this list in papers/generate.ts):\n- ${broken.join('\n- ')}`);
+  console.error(`the data no longer supports these statements in papers/adama-chain.src.md; revise them (and the list in papers/inputs.ts):\n- ${broken.join('\n- ')}`);
   process.exit(1);
 }
 for (const [name, table] of Object.entries(tables)) values[`table:${name}`] = table;

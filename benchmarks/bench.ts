@@ -14,9 +14,9 @@
 import mysql from 'mysql2/promise';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
-import { cdfPoints, cpuSeconds, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
+import { defaultWorkload, messageSource, workloadMixes, type Workload, cdfPoints, cpuSeconds, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
 
-const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T]
+const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, MySQL flush=1 and flush=2 (the
 "Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
@@ -26,8 +26,27 @@ processes, one chain of 3, 16 clients, the head SIGKILLed half way through T sec
 12, quick 6). Defaults: 4 s per scenario, 2 rounds, k = 1..5. --quick: k = 1, 3, 5 only, 1 s
 per scenario, 1 round (under 3 minutes). Needs MySQL at MYSQL_URL (default ${mysqlUrlDefault});
 sets innodb_flush_log_at_trx_commit itself and restores it. Writes
-benchmarks/results/bench.json (bench-quick.json with --quick).`;
-const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number', rate: 'number', 'timeline-seconds': 'number' });
+benchmarks/results/bench.json (bench-quick.json with --quick).
+
+What the clients send (closed and open loop): --doc-type counter|chat|poll|card-table (default
+counter) and --mix simple (one valid message per type: counter add, chat say, poll vote,
+card-table sit; the default) or workload (the engine's mix of channels, viewers and illegal
+moves). A non-default choice adds -TYPE-MIX to the file name; npm run paper reads the default
+files only. The optimistic-path measurement and the failover timeline always use counter adds.`;
+const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number', rate: 'number', 'timeline-seconds': 'number', 'doc-type': 'string', mix: 'string' });
+const mix = (a.mix as string | undefined) ?? defaultWorkload.mix;
+if (!(workloadMixes as readonly string[]).includes(mix)) {
+  console.error(`--mix must be one of ${workloadMixes.join(', ')}, not ${mix}`);
+  process.exit(2);
+}
+const workload: Workload = { docType: (a['doc-type'] as string | undefined) ?? defaultWorkload.docType, mix: mix as Workload['mix'] };
+try {
+  messageSource(workload, 1, 'check');
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${usage}`);
+  process.exit(2);
+}
+const workloadSuffix = workload.docType === defaultWorkload.docType && workload.mix === defaultWorkload.mix ? '' : `-${workload.docType}-${workload.mix}`;
 const quick = a.quick === true;
 const seconds = (a.seconds as number | undefined) ?? (quick ? 1 : 4);
 const rounds = (a.rounds as number | undefined) ?? (quick ? 1 : 2);
@@ -92,7 +111,7 @@ try {
           if (!histograms.has(k)) histograms.set(k, histogram());
           const cpuBefore = cpuSeconds(s.pids);
           const generatorBefore = process.cpuUsage();
-          const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}` }, histograms.get(k) as ReturnType<typeof histogram>);
+          const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload }, histograms.get(k) as ReturnType<typeof histogram>);
           commits.set(k, (commits.get(k) ?? 0) + n);
           const generator = process.cpuUsage(generatorBefore);
           const c = cpu.get(k) ?? { server: 0, generator: 0 };
@@ -100,7 +119,7 @@ try {
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
-        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}` }, ol.h);
+        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload }, ol.h);
         ol.sent += r.sent;
         ol.committed += r.committed;
         ol.refused += r.refused;
@@ -172,5 +191,5 @@ const ratios = {
 console.log(JSON.stringify({ ratios }));
 for (const r of [...rows, ...open]) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
 if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0) throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
-const file = writeResults(quick ? 'bench-quick' : 'bench', { settings: { quick, seconds, rounds, rate, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) }, rows, views, openLoop: open, ratios, timeline, cdfs });
+const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}`, { settings: { quick, seconds, rounds, rate, workload, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) }, rows, views, openLoop: open, ratios, timeline, cdfs });
 console.log(`wrote ${file}`);

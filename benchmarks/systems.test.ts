@@ -1,5 +1,5 @@
 import test from 'ava';
-import { cdfPercentiles, cdfPoints, cpuSeconds, histogram, openLoop, startHost } from './systems.ts';
+import { cdfPercentiles, cdfPoints, closedLoop, cpuSeconds, histogram, messageSource, openLoop, startHost } from './systems.ts';
 
 test('cpuSeconds reads this process from /proc and grows with work; an unknown pid is NaN', (t) => {
   const before = cpuSeconds([process.pid]);
@@ -36,4 +36,24 @@ test('CDF points are monotone over the fixed percentiles', (t) => {
   t.deepEqual(points.map(([q]) => q), [...cdfPercentiles]);
   for (let i = 1; i < points.length; i++) t.true((points[i] as [number, number])[1] >= (points[i - 1] as [number, number])[1]);
   t.true(Math.abs((points.at(-1) as [number, number])[1] - 10) < 0.02, "p100 is the largest value, 10 ms, within the histogram's 3 digits");
+});
+
+test('message sources: one simple message per type, the engine mix over several channels, clear errors', (t) => {
+  const simple = messageSource({ docType: 'chat', mix: 'simple' }, 1, 'v1');
+  t.deepEqual(simple(7), { channel: 'say', payload: { text: 'm7' }, viewer: 'v1' });
+  const mixed = messageSource({ docType: 'chat', mix: 'workload' }, 1, 'v1');
+  const channels = new Set(Array.from({ length: 200 }, (_, i) => mixed(i).channel));
+  t.true(channels.has('say') && channels.has('dm') && channels.has('join'), [...channels].join(','));
+  t.throws(() => messageSource({ docType: 'ledger', mix: 'simple' }, 1, 'v'), { message: /unknown document type ledger; one of: .*counter/ });
+});
+
+test('the closed loop drives another document type with the engine mix', async (t) => {
+  const host = await startHost('memory');
+  try {
+    const h = histogram();
+    const n = await closedLoop(host.address, { clients: 4, docs: 2, seconds: 0.3, prefix: 'mix', workload: { docType: 'card-table', mix: 'workload' } }, h);
+    t.true(n > 0 && h.totalCount === n, `${n} commits, ${h.totalCount} recorded`);
+  } finally {
+    await host.stop();
+  }
 });

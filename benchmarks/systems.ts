@@ -15,6 +15,9 @@ import { ChainClient, ChainSession } from '../chain/client.ts';
 import { LocalCluster } from '../chain/local-cluster.ts';
 import { ChainManager, initialConfig, nodeStatus } from '../chain/manager.ts';
 import { spawnNode, type NodeProcess } from '../chain/processes.ts';
+import { documentTypes, findDocumentType } from '../engine/documents/index.ts';
+import type { Json } from '../engine/json.ts';
+import { concreteOp, moveStream } from '../engine/workloads.ts';
 
 export const benchSecret = randomBytes(12).toString('hex');
 export const benchOptions = { cluster: 'bench', secret: benchSecret };
@@ -101,6 +104,42 @@ export function percentileMs(h: hdr.Histogram, q: number): number {
   return Number((h.getValueAtPercentile(q) / 1_000).toFixed(3));
 }
 
+/** What the load generator sends: a document type, and either one simple valid message per type or the engine's workload mix. */
+export interface Workload {
+  readonly docType: string;
+  /** simple: counter add, chat say, poll vote, card-table sit. workload: engine/workloads.ts moves (legal and illegal, several channels and viewers). */
+  readonly mix: 'simple' | 'workload';
+}
+export const defaultWorkload: Workload = { docType: 'counter', mix: 'simple' };
+export const workloadMixes = ['simple', 'workload'] as const;
+
+const simpleMessages: Readonly<Record<string, (nonce: number) => { channel: string; payload: Json }>> = {
+  counter: () => ({ channel: 'add', payload: { by: 1 } }),
+  chat: (nonce) => ({ channel: 'say', payload: { text: `m${nonce}` } }),
+  poll: (nonce) => ({ channel: 'vote', payload: { choice: nonce % 3 } }),
+  'card-table': () => ({ channel: 'sit', payload: {} }),
+};
+
+/**
+ * The message source for one client: `next(nonce)` gives the next message. The workload mix
+ * picks moves against an empty state (the generator does not track the document), so moves
+ * that need state (a card from one's hand) come out illegal and are answered with an error
+ * outcome, which is still a committed message.
+ */
+export function messageSource(w: Workload, seed: number, viewer: string): (nonce: number) => { channel: string; payload: Json; viewer: string } {
+  if (findDocumentType(w.docType) === undefined) throw new Error(`unknown document type ${w.docType}; one of: ${[...documentTypes.keys()].join(', ')}`);
+  if (w.mix === 'simple') {
+    const make = simpleMessages[w.docType];
+    if (make === undefined) throw new Error(`no simple message for ${w.docType}; use --mix workload`);
+    return (nonce) => ({ ...make(nonce), viewer });
+  }
+  const moves = moveStream(seed);
+  return (nonce) => {
+    const op = concreteOp(w.docType, {}, moves(), nonce);
+    return { channel: op.channel, payload: op.payload, viewer: op.viewer };
+  };
+}
+
 /** Percentiles at which a CDF is sampled: dense in the tail (up to p99.99). */
 export const cdfPercentiles: readonly number[] = [0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99, 99.5, 99.9, 99.95, 99.99, 100];
 
@@ -125,7 +164,9 @@ export interface OpenLoopResult {
  * the queueing it causes (no coordinated omission). At most `outstandingMax` requests are in
  * flight; a request due beyond that is counted as refused, never queued without bound.
  */
-export async function openLoop(address: string, o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number }, h: hdr.Histogram): Promise<OpenLoopResult> {
+export async function openLoop(address: string, o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload }, h: hdr.Histogram): Promise<OpenLoopResult> {
+  const workload = o.workload ?? defaultWorkload;
+  const sources = Array.from({ length: o.docs }, (_, d) => messageSource(workload, d + 1, 'open'));
   assert(o.rate > 0 && o.connections > 0 && o.docs > 0, 'openLoop: rate, connections and docs must be positive');
   const outstandingMax = o.outstandingMax ?? 4_096;
   const conns = await Promise.all(Array.from({ length: o.connections }, () => ChainClient.connect(address, benchOptions)));
@@ -154,7 +195,7 @@ export async function openLoop(address: string, o: { rate: number; seconds: numb
       outstanding++;
       sent++;
       const p = (conns[i % conns.length] as ChainClient)
-        .submit({ chain: 'c1', doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId, clientSeq, viewer: 'open' })
+        .submit({ chain: 'c1', doc, docType: workload.docType, ...(sources[i % o.docs] as ReturnType<typeof messageSource>)(i), clientId, clientSeq })
         .then(
           () => {
             h.recordValue(Math.max(1, Math.round((performance.now() - dueAt) * 1_000)));
@@ -180,16 +221,18 @@ export async function openLoop(address: string, o: { rate: number; seconds: numb
  * `clients` closed-loop clients for `seconds`, client i writing to document `prefix-(i % docs)`
  * (counter adds); latencies in microseconds go into `h`. Returns the commit count.
  */
-export async function closedLoop(address: string, o: { clients: number; docs: number; seconds: number; prefix: string }, h: hdr.Histogram): Promise<number> {
+export async function closedLoop(address: string, o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload }, h: hdr.Histogram): Promise<number> {
+  const workload = o.workload ?? defaultWorkload;
   const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, benchOptions)));
   const deadline = performance.now() + o.seconds * 1_000;
   let commits = 0;
   await Promise.all(
     conns.map(async (c, i) => {
       let seq = 1;
+      const next = messageSource(workload, i + 1, `v${i}`);
       while (performance.now() < deadline) {
         const start = performance.now();
-        await c.submit({ chain: 'c1', doc: `${o.prefix}-${i % o.docs}`, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: `${o.prefix}-cl${i}`, clientSeq: seq++, viewer: `v${i}` });
+        await c.submit({ chain: 'c1', doc: `${o.prefix}-${i % o.docs}`, docType: workload.docType, ...next(seq), clientId: `${o.prefix}-cl${i}`, clientSeq: seq++ });
         h.recordValue(Math.max(1, Math.round((performance.now() - start) * 1_000)));
         commits++;
       }

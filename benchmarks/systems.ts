@@ -176,14 +176,13 @@ export async function openLoop(address: string, o: { rate: number; seconds: numb
   let committed = 0;
   let refused = 0;
   let failed = 0;
-  let outstanding = 0;
   const inflight = new Set<Promise<void>>();
   const start = performance.now();
   while (sent + refused < total) {
     const now = performance.now();
     const due = Math.min(total, Math.floor(((now - start) * o.rate) / 1_000) + 1);
     for (let i = sent + refused; i < due; i++) {
-      if (outstanding >= outstandingMax) {
+      if (inflight.size >= outstandingMax) {
         refused++;
         continue;
       }
@@ -192,7 +191,6 @@ export async function openLoop(address: string, o: { rate: number; seconds: numb
       const clientId = `${o.prefix}-${doc}`;
       const clientSeq = (seqs.get(clientId) ?? 0) + 1;
       seqs.set(clientId, clientSeq);
-      outstanding++;
       sent++;
       const p = (conns[i % conns.length] as ChainClient)
         .submit({ chain: 'c1', doc, docType: workload.docType, ...(sources[i % o.docs] as ReturnType<typeof messageSource>)(i), clientId, clientSeq })
@@ -203,10 +201,7 @@ export async function openLoop(address: string, o: { rate: number; seconds: numb
           },
           () => void failed++,
         )
-        .finally(() => {
-          outstanding--;
-          inflight.delete(p);
-        });
+        .finally(() => inflight.delete(p));
       inflight.add(p);
     }
     await new Promise((resolve) => setTimeout(resolve, 1));
@@ -285,8 +280,6 @@ export interface FailoverTimeline {
   readonly k: number;
   readonly clients: number;
   readonly bucketMs: number;
-  /** Whole buckets only. */
-  readonly wholeBuckets: true;
   /** Commits per second in each bucket, by the time the ack arrived (ms since the load began). */
   readonly buckets: { readonly tMs: number; readonly commitsPerSecond: number }[];
   readonly victim: string;
@@ -363,7 +356,7 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
       const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
       ackedLost += Math.max(0, n - value);
     }
-    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, wholeBuckets: true, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
+    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
   } finally {
     await cluster.stop();
   }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
-import { ChainClient } from '../chain/client.ts';
+import { ChainClient } from '../chain/client/tcp.ts';
 import { mysqlUrl } from './mysql.ts';
 
 const secret = randomBytes(12).toString('hex');

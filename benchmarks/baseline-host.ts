@@ -11,8 +11,8 @@
 
 import net from 'node:net';
 import mysql from 'mysql2/promise';
-import { Connection } from '../chain/connection.ts';
-import { failure, make, type Submit } from '../chain/wire.ts';
+import { Connection } from '../chain/runtime/connection.ts';
+import { failure, make, type Submit } from '../chain/runtime/wire.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import type { DocumentType } from '../engine/document.ts';
 import { execute } from '../engine/execute.ts';

@@ -9,9 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ChainSession } from '../chain/client.ts';
-import { ChainManager, initialConfig } from '../chain/manager.ts';
-import { spawnNode, type NodeProcess } from '../chain/processes.ts';
+import { tcpSession } from '../chain/client/tcp.ts';
+import { initialConfig } from '../chain/control/decisions.ts';
+import { spawnNode, type NodeProcess } from '../chain/tools/processes.ts';
+import { pushConfig } from '../chain/tools/reconfigure.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
 
 const usage = `usage: npm run bench:chain -- [--seconds S] [--rounds R] [--clients C] [--docs D] [--no-sync]
@@ -40,15 +41,14 @@ async function runOnce(k: number, round: number): Promise<{ latenciesMs: number[
   const nodes: NodeProcess[] = [];
   try {
     for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...opts }));
-    const manager = new ChainManager(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), opts);
-    const pushed = await manager.push();
-    if (pushed.failed.length > 0) throw new Error(`configure failed: ${JSON.stringify(pushed.failed)}`);
+    const pushed = await pushConfig(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), [], opts);
+    if (pushed.missing.length > 0) throw new Error(`configure failed: ${pushed.missing.join(', ')} did not acknowledge`);
     const latenciesMs: number[] = [];
     const warmupEnd = performance.now() + 500;
     const end = warmupEnd + seconds * 1000;
     await Promise.all(
       Array.from({ length: clients }, async (_, i) => {
-        const session = new ChainSession({ ...opts, addresses: nodes.map((n) => n.address), chain: 'c1', clientId: `b${round}-${i}` });
+        const session = tcpSession({ ...opts, addresses: nodes.map((n) => n.address), chain: 'c1', clientId: `b${round}-${i}` });
         for (let j = 0; performance.now() < end; j++) {
           const start = performance.now();
           await session.submit({ doc: `doc-${(i + j) % docs}`, docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: `b${i}` });

@@ -9,10 +9,10 @@
 // in the final state.
 
 import { randomBytes } from 'node:crypto';
-import { ChainSession } from '../chain/client.ts';
-import { LocalCluster } from '../chain/local-cluster.ts';
-import { nodeStatus } from '../chain/manager.ts';
-import { chainIds } from '../chain/placement.ts';
+import type { ChainSession } from '../chain/client/session.ts';
+import { nodeStatus } from '../chain/client/tcp.ts';
+import { chainIds } from '../chain/control/placement.ts';
+import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
 
 const usage = `npm run failover -- [--nodes N] [--chains C] [--k K] [--repeats R] [--pause-seconds S]
@@ -119,7 +119,7 @@ try {
   let lost = 0;
   for (const { chain, doc } of docs) {
     const head = cluster.manager.configs.get(chain)?.members[0]?.address as string;
-    const st = await nodeStatus(head, cluster.clientOptions, true);
+    const st = await nodeStatus(head, cluster.clientOptions, { includeState: true });
     const value = ((st.chains.find((c) => c.chain === chain)?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
     if (value < (acked.get(doc) ?? 0)) lost += (acked.get(doc) ?? 0) - value;
   }

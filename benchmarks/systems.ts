@@ -11,10 +11,11 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { assert } from '../engine/assert.ts';
-import { ChainClient, ChainSession } from '../chain/client.ts';
-import { LocalCluster } from '../chain/local-cluster.ts';
-import { ChainManager, initialConfig, nodeStatus } from '../chain/manager.ts';
-import { spawnNode, type NodeProcess } from '../chain/processes.ts';
+import { ChainClient, nodeStatus, tcpSession } from '../chain/client/tcp.ts';
+import { initialConfig } from '../chain/control/decisions.ts';
+import { LocalCluster } from '../chain/tools/local-cluster.ts';
+import { spawnNode, type NodeProcess } from '../chain/tools/processes.ts';
+import { pushConfig } from '../chain/tools/reconfigure.ts';
 import { documentTypes, findDocumentType } from '../engine/documents/index.ts';
 import type { Json } from '../engine/json.ts';
 import { concreteOp, moveStream } from '../engine/workloads.ts';
@@ -80,9 +81,9 @@ export async function startChain(k: number, syncWrites = true): Promise<Started>
   const dir = mkdtempSync(path.join(tmpdir(), 'adama-bench-'));
   const nodes: NodeProcess[] = [];
   for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...benchOptions }));
-  const manager = new ChainManager(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), benchOptions);
-  await manager.push();
-  const session = new ChainSession({ ...benchOptions, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
+  const pushed = await pushConfig(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), [], benchOptions);
+  if (pushed.missing.length > 0) throw new Error(`configure failed: ${pushed.missing.join(', ')} did not acknowledge`);
+  const session = tcpSession({ ...benchOptions, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
   await session.submit({ doc: 'warm', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'w' });
   session.close();
   return {
@@ -350,7 +351,7 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
     const buckets = counts.map((n, i) => ({ tMs: i * o.bucketMs, commitsPerSecond: Math.round((n * 1_000) / o.bucketMs) }));
     // No acknowledged message lost: each counter holds at least its acked adds, read at the head.
     const head = cluster.manager.configs.get('c1')?.members[0]?.address as string;
-    const st = await nodeStatus(head, cluster.clientOptions, true);
+    const st = await nodeStatus(head, cluster.clientOptions, { includeState: true });
     let ackedLost = 0;
     for (const [doc, n] of acked) {
       const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;

@@ -93,7 +93,7 @@ function runHead(type: DocumentType, moves: readonly Move[], bug?: 'no-drop' | '
     const p = move.pick;
     if (p % 13 === 1 && spec.queue.length > 0) {
       // The head loses its newest queued message (e.g. its forward failed) and rolls it back.
-      const lost = (spec.queue[spec.queue.length - 1] as { envelope: Envelope }).envelope.seq;
+      const lost = (spec.queue[spec.queue.length - 1] as { seq: number }).seq;
       tailQueue = tailQueue.filter((e) => e.seq !== lost);
       out.drops++;
       if (bug !== 'no-drop') {
@@ -249,7 +249,7 @@ test('drop(seq) rebases later messages and returns the rollback delta', (t) => {
   t.true(rebased);
   t.deepEqual(rollback, { contributions: { alice: 6 }, value: 6 });
   t.is(spec.speculative.value, 6);
-  t.deepEqual(spec.queue.map((p) => p.envelope.seq), [1, 3]);
+  t.deepEqual(spec.queue.map((p) => p.seq), [1, 3]);
   const all = spec.dropAll();
   t.deepEqual(all.dropped, [1, 3]);
   t.deepEqual(all.rollback, { contributions: { alice: null }, value: 0 });

@@ -14,7 +14,9 @@ import { execute, type Envelope, type Execution, type Outcome } from './execute.
 import { apply, diff, type Patch } from './patch.ts';
 
 export interface Pending {
-  readonly envelope: Envelope;
+  readonly seq: number;
+  /** The message, or undefined for one already executed elsewhere (its delta is known). */
+  readonly envelope: Envelope | undefined;
   /** The speculative execution; its `state` is the speculative state after this message. */
   readonly execution: Execution;
 }
@@ -79,7 +81,7 @@ export class Speculation {
 
   private get lastSeq(): number {
     const last = this.pending[this.pending.length - 1];
-    return last === undefined ? this.confirmedSeqValue : last.envelope.seq;
+    return last === undefined ? this.confirmedSeqValue : last.seq;
   }
 
   /** Executes a newly sequenced message on top of the queue. Throws LimitError when full. */
@@ -89,8 +91,20 @@ export class Speculation {
     }
     assert(envelope.seq > this.lastSeq, () => `Speculation.push: seq ${envelope.seq} is not after ${this.lastSeq}`);
     const execution = execute(this.type, this.speculative, envelope, this.entropy);
-    this.pending.push({ envelope, execution });
+    this.pending.push({ seq: envelope.seq, envelope, execution });
     return execution;
+  }
+
+  /**
+   * Adds a message the chain already executed but has not committed yet (its delta is known):
+   * a view that starts while deltas are on their way to durability shows them as speculative.
+   */
+  pushApplied(seq: number, delta: CommittedDelta & { readonly undo: JsonObject }): void {
+    if (this.full) throw new LimitError('queueDepthMax', this.queueDepthMax, 'speculation queue is full');
+    assert(seq === this.lastSeq + 1, () => `Speculation.pushApplied: seq ${seq} does not follow ${this.lastSeq}`);
+    const state = apply(delta.redo, this.speculative);
+    assert(isObject(state), 'Speculation.pushApplied: state became a non-object');
+    this.pending.push({ seq, envelope: undefined, execution: { redo: delta.redo, undo: delta.undo, outcome: delta.outcome, state } });
   }
 
   /**
@@ -102,16 +116,16 @@ export class Speculation {
     assert(seq > this.confirmedSeqValue, () => `Speculation.confirm: seq ${seq} is not after ${this.confirmedSeqValue}`);
     const before = this.speculative;
     const dropped: number[] = [];
-    while (this.pending.length > 0 && (this.pending[0] as Pending).envelope.seq < seq) {
-      dropped.push((this.pending.shift() as Pending).envelope.seq);
+    while (this.pending.length > 0 && (this.pending[0] as Pending).seq < seq) {
+      dropped.push((this.pending.shift() as Pending).seq);
     }
     const head = this.pending[0];
     const matches =
       head !== undefined &&
-      head.envelope.seq === seq &&
+      head.seq === seq &&
       jsonEqual(head.execution.redo, delta.redo) &&
       sameOutcome(head.execution.outcome, delta.outcome);
-    if (head !== undefined && head.envelope.seq === seq) this.pending.shift();
+    if (head !== undefined && head.seq === seq) this.pending.shift();
     this.confirmedSeqValue = seq;
     if (matches && dropped.length === 0) {
       // Keep the speculated object: equal by value, and identity lets views skip it.
@@ -127,7 +141,7 @@ export class Speculation {
 
   /** A failure lost queued message `seq`: remove it and rebase what follows. */
   drop(seq: number): Transition & { readonly rollback: Patch } {
-    const index = this.pending.findIndex((entry) => entry.envelope.seq === seq);
+    const index = this.pending.findIndex((entry) => entry.seq === seq);
     assert(index >= 0, () => `Speculation.drop: seq ${seq} is not queued`);
     const before = this.speculative;
     this.pending.splice(index, 1);
@@ -139,7 +153,7 @@ export class Speculation {
   /** Drops every queued message (the head lost its role); returns the rollback. */
   dropAll(): Transition & { readonly rollback: Patch } {
     const before = this.speculative;
-    const dropped = this.pending.map((entry) => entry.envelope.seq);
+    const dropped = this.pending.map((entry) => entry.seq);
     this.pending.length = 0;
     return { before, after: this.confirmedState, dropped, rebased: false, rollback: diff(before, this.confirmedState) };
   }
@@ -148,12 +162,20 @@ export class Speculation {
     let state = index === 0 ? this.confirmedState : (this.pending[index - 1] as Pending).execution.state;
     for (let i = index; i < this.pending.length; i++) {
       const entry = this.pending[i] as Pending;
-      const execution = execute(this.type, state, entry.envelope, this.entropy);
-      this.pending[i] = { envelope: entry.envelope, execution };
+      let execution: Execution;
+      if (entry.envelope !== undefined) {
+        execution = execute(this.type, state, entry.envelope, this.entropy);
+      } else {
+        // Executed by the chain already: its delta applies as it is on the new base.
+        const next = apply(entry.execution.redo, state);
+        assert(isObject(next), 'Speculation: a known delta made a non-object');
+        execution = { ...entry.execution, state: next };
+      }
+      this.pending[i] = { seq: entry.seq, envelope: entry.envelope, execution };
       state = execution.state;
     }
     debugAssert(
-      () => this.pending.every((entry, i) => i === 0 || (this.pending[i - 1] as Pending).envelope.seq < entry.envelope.seq),
+      () => this.pending.every((entry, i) => i === 0 || (this.pending[i - 1] as Pending).seq < entry.seq),
       'Speculation: queue seqs are not increasing',
     );
   }

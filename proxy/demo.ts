@@ -6,8 +6,8 @@ import type http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { LocalCluster } from '../chain/local-cluster.ts';
-import { chainIds, chainOf } from '../chain/placement.ts';
+import { chainIds, chainOf } from '../chain/control/placement.ts';
+import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { ProxyServer } from './server.ts';
 import { devViewerSecret, mintToken, viewerPattern } from './tokens.ts';
 

@@ -5,9 +5,11 @@
 
 import http from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ChainError } from '../chain/client.ts';
-import { idPattern } from '../chain/store.ts';
-import type { ViewUpdate } from '../chain/wire.ts';
+import { ChainError } from '../chain/client/requests.ts';
+import { idPattern } from '../chain/core/config.ts';
+import type { ViewUpdate } from '../chain/core/frames.ts';
+import { systemClock } from '../chain/runtime/system.ts';
+import { TcpNet } from '../chain/runtime/tcp-net.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import { Router, type RouterOptions } from './router.ts';
 import { verifyToken } from './tokens.ts';
@@ -27,6 +29,11 @@ export interface ProxyLimits {
   heartbeatTimeoutMs: number;
   /** Connections per proxy. */
   connectionsMax: number;
+  /** Distinct clientIds one viewer may use within clientIdWindowMs (each fills a document's dedupe table). */
+  clientIdsPerViewerMax: number;
+  clientIdWindowMs: number;
+  /** Viewers whose clientIds the proxy tracks (the oldest is forgotten past it). */
+  viewersTrackedMax: number;
 }
 
 export const defaultProxyLimits: ProxyLimits = Object.freeze({
@@ -37,9 +44,15 @@ export const defaultProxyLimits: ProxyLimits = Object.freeze({
   subscriptionsMax: 32,
   heartbeatTimeoutMs: 30_000,
   connectionsMax: 10_000,
+  clientIdsPerViewerMax: 16,
+  clientIdWindowMs: 600_000,
+  viewersTrackedMax: 100_000,
 });
 
 export interface ProxyOptions extends RouterOptions {
+  readonly cluster: string;
+  readonly secret: string;
+  readonly frameBytesMax?: number;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -58,10 +71,12 @@ export class ProxyServer {
   private readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private connections = 0;
+  /** viewer -> clientId -> when it last said hello (least recently seen viewer first). */
+  private readonly clientIds = new Map<string, Map<string, number>>();
 
   private constructor(readonly options: ProxyOptions) {
     this.limits = Object.freeze({ ...defaultProxyLimits, ...options.limits });
-    this.router = new Router(options);
+    this.router = new Router({ net: new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax }), clock: systemClock }, options);
     this.server = http.createServer((req, res) => {
       if (req.url === '/health') {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, connections: this.connections }));
@@ -153,6 +168,9 @@ export class ProxyServer {
         const check = verifyToken(this.options.viewerSecret, msg.token);
         if (!check.ok) return fatal(4401, check.code, check.message);
         if (typeof msg.clientId !== 'string' || !clientIdPattern.test(msg.clientId)) return fatal(4400, 'invalid_message', `hello needs a clientId matching ${clientIdPattern} (keep it across reconnects)`);
+        if (!this.admitClientId(check.viewer, msg.clientId)) {
+          return fatal(4429, 'too_many_client_ids', `viewer ${check.viewer} used more than ${limits.clientIdsPerViewerMax} clientIds in ${limits.clientIdWindowMs} ms; keep one clientId per tab across reconnects`);
+        }
         viewer = check.viewer;
         clientId = `${viewer}.${msg.clientId}`;
         return send({ type: 'welcome', viewer, clientId: msg.clientId, limits });
@@ -172,7 +190,16 @@ export class ProxyServer {
       if (msg.type === 'subscribe') {
         if (subs.has(doc)) return error('already_subscribed', `already subscribed to ${doc}`, false, { doc });
         if (subs.size >= limits.subscriptionsMax) return error('too_many_subscriptions', `at most ${limits.subscriptionsMax} per connection`, true, { doc });
-        const cancel = this.router.subscribe(doc, docType, who, (u) => sendText(viewText(u)), (e) => error(e.code, e.message, e.retryable, { doc }));
+        const cancel = this.router.subscribe(
+          doc,
+          docType,
+          who,
+          (u) => sendText(viewText(u)),
+          (e) => {
+            subs.delete(doc);
+            error(e.code, e.message, e.retryable, { doc });
+          },
+        );
         subs.set(doc, cancel);
         return;
       }
@@ -183,13 +210,14 @@ export class ProxyServer {
       if (!('payload' in msg)) return error('invalid_message', 'send needs a payload (any JSON value)', false, { doc, clientSeq });
       if (inflight >= limits.inflightMax) return error('too_many_inflight', `at most ${limits.inflightMax} messages awaiting acknowledgement; wait for acks`, true, { doc, clientSeq });
       inflight++;
-      this.router.submit({ doc, docType, channel: msg.channel, payload: msg.payload, clientId, clientSeq, viewer: who }).then(
-        (r) => send({ type: 'ack', doc, clientSeq, seq: r.seq, outcome: r.outcome, duplicate: r.duplicate }),
-        (e: unknown) => {
-          const c = e instanceof ChainError ? e : new ChainError('internal_error', String(e), true);
-          error(c.code, c.message, c.retryable, { doc, clientSeq });
-        },
-      ).finally(() => inflight--);
+      this.router.submit({ doc, docType, channel: msg.channel, payload: msg.payload, clientId, clientSeq, viewer: who }, (e, r) => {
+        inflight--;
+        if (e !== undefined || r === undefined) {
+          const c = e ?? new ChainError('internal_error', 'no result', true);
+          return error(c.code, c.message, c.retryable, { doc, clientSeq });
+        }
+        send({ type: 'ack', doc, clientSeq, seq: r.seq, outcome: r.outcome, duplicate: r.duplicate });
+      });
     });
     ws.on('close', () => {
       this.connections--;
@@ -198,6 +226,23 @@ export class ProxyServer {
       subs.clear();
     });
     ws.on('error', (e) => this.options.log?.(`websocket: ${e.message}`));
+  }
+
+  /** A viewer's clientIds are bounded: each one fills a slot of a document's dedupe table. */
+  private admitClientId(viewer: string, clientId: string): boolean {
+    const limits = this.limits;
+    const now = Date.now();
+    let seen = this.clientIds.get(viewer);
+    if (seen === undefined) {
+      if (this.clientIds.size >= limits.viewersTrackedMax) this.clientIds.delete(this.clientIds.keys().next().value as string);
+      seen = new Map();
+    }
+    this.clientIds.delete(viewer);
+    this.clientIds.set(viewer, seen);
+    for (const [id, at] of seen) if (now - at > limits.clientIdWindowMs) seen.delete(id);
+    if (!seen.has(clientId) && seen.size >= limits.clientIdsPerViewerMax) return false;
+    seen.set(clientId, now);
+    return true;
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,117 @@
+// The automatic chain manager of a cluster as a real process: the manager loop
+// (manager-loop.ts) on TCP admin links, wall-clock timers and a UDP socket for its failure
+// detector. At start it adopts the configurations the nodes hold (a restart), or places the
+// chains by rendezvous hashing. One process, as the chain-replication paper's master.
+
+import { chainInfo, type ClientOptions } from '../client/tcp.ts';
+import type { ChainConfig } from '../core/config.ts';
+import { systemClock, UdpDatagrams } from '../runtime/system.ts';
+import { TcpNet } from '../runtime/tcp-net.ts';
+import type { NodeAddress } from './decisions.ts';
+import { managerId, ManagerLoop, type ManagerEvent } from './manager-loop.ts';
+import { chainIds, initialPlacement } from './placement.ts';
+import type { MemberState, SwimOptions } from './swim.ts';
+
+export { managerId } from './manager-loop.ts';
+export type ClusterEvent = ManagerEvent;
+
+export interface ClusterManagerOptions {
+  readonly cluster: string;
+  readonly secret: string;
+  readonly chains: number;
+  readonly k: number;
+  readonly host?: string;
+  /** UDP port of the manager's SWIM member (0: any). */
+  readonly port?: number;
+  readonly swim?: Partial<SwimOptions>;
+  /** How often decisions are made (ms). */
+  readonly decideEveryMs?: number;
+  /** Bound on one configuration push or lookup (ms). */
+  readonly requestTimeoutMs?: number;
+  readonly log?: (line: string) => void;
+  readonly onEvent?: (event: ClusterEvent) => void;
+}
+
+export class ClusterManager {
+  private loop: ManagerLoop | undefined;
+
+  private constructor(
+    readonly options: ClusterManagerOptions,
+    private readonly udp: UdpDatagrams,
+    readonly address: string,
+  ) {}
+
+  /** Binds the manager's UDP socket; nodes are started with it as their gossip seed. */
+  static async bind(options: ClusterManagerOptions): Promise<ClusterManager> {
+    const host = options.host ?? '127.0.0.1';
+    const udp = await UdpDatagrams.bind(host, options.port ?? 0, (line) => options.log?.(line));
+    return new ClusterManager(options, udp, `${host}:${udp.port}`);
+  }
+
+  get seed(): { node: string; address: string } {
+    return { node: managerId, address: this.address };
+  }
+
+  get configs(): ReadonlyMap<string, ChainConfig> {
+    return this.loop?.configs ?? new Map();
+  }
+
+  private get clientOptions(): ClientOptions {
+    const timeout = this.options.requestTimeoutMs ?? 1_000;
+    return { cluster: this.options.cluster, secret: this.options.secret, requestTimeoutMs: timeout, connectTimeoutMs: timeout, name: managerId };
+  }
+
+  /** Starts managing `nodes`: adopts the configurations they hold (a restart) or places the chains, then decides on every change. */
+  async start(nodes: readonly NodeAddress[]): Promise<void> {
+    if (this.loop !== undefined) throw new Error('ClusterManager.start: already started');
+    const placed = initialPlacement(nodes, this.options.chains, this.options.k);
+    const address = new Map(nodes.map((n) => [n.node, n.address]));
+    const configs: ChainConfig[] = [];
+    for (const chain of chainIds(this.options.chains)) {
+      const infos = await Promise.all(nodes.map((n) => chainInfo(n.address, chain, this.clientOptions).catch(() => undefined)));
+      let best: ChainConfig | undefined;
+      for (const info of infos) if (info !== undefined && info.epoch > 0 && (best === undefined || info.epoch > best.epoch)) best = { chain, epoch: info.epoch, members: info.members };
+      // After a restart of the whole cluster the nodes may listen elsewhere: same members, new addresses, next epoch.
+      if (best !== undefined && best.members.some((m) => address.has(m.node) && address.get(m.node) !== m.address)) {
+        best = { chain, epoch: best.epoch + 1, members: best.members.map((m) => ({ ...m, address: address.get(m.node) ?? m.address })) };
+      }
+      configs.push(best ?? (placed.find((p) => p.chain === chain) as ChainConfig));
+    }
+    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, secret: this.options.secret }), clock: systemClock, datagrams: this.udp }, configs, {
+      k: this.options.k,
+      nodes,
+      membership: 'swim',
+      cluster: this.options.cluster,
+      secret: this.options.secret,
+      address: this.address,
+      swim: this.options.swim,
+      random: Math.random,
+      decideEveryMs: this.options.decideEveryMs,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+      log: this.options.log,
+      onEvent: this.options.onEvent,
+    });
+    this.loop = loop;
+    loop.start();
+  }
+
+  /** The detector's view of every managed node. */
+  membership(): { node: string; address: string; state: MemberState }[] {
+    return this.loop?.membership() ?? [];
+  }
+
+  /** Where a document lives: its chain and that chain's head. */
+  headOf(doc: string): { chain: string; node: string; address: string } {
+    if (this.loop === undefined) throw new Error('ClusterManager: not started');
+    return this.loop.headOf(doc);
+  }
+
+  joining(chain: string): Set<string> {
+    return this.loop?.joining(chain) ?? new Set();
+  }
+
+  async stop(): Promise<void> {
+    this.loop?.stop();
+    await this.udp.close();
+  }
+}

@@ -1,0 +1,359 @@
+// The chain manager's loop, written once against Net, Clock and Datagrams: it decides
+// (plan() on its failure detector's view, or decisions an operator or the simulator asks
+// for), pushes each new configuration to every member and to every node it removed, retries
+// each push with backoff until that node acknowledges it, and polls joiners until they report
+// that they caught up. cluster-manager.ts runs it in a real process; the simulator runs the
+// same class.
+//
+// A removed node is told until it acknowledges (a paused head that missed its removal learns
+// it when it resumes, however often pushes failed meanwhile); a node that answers stale_epoch
+// already holds a newer configuration, which fences it just as well.
+
+import { assert } from '../../engine/assert.ts';
+import { AdminLink } from '../client/requests.ts';
+import type { ChainConfig } from '../core/config.ts';
+import type { Member } from '../core/frames.ts';
+import { isLink, type Clock, type Datagrams, type Net } from '../runtime/io.ts';
+import { decodeGossip, encodeGossip } from '../runtime/wire.ts';
+import { addTail, catchingUp, removeNode, type NodeAddress } from './decisions.ts';
+import { chainOf, plan } from './placement.ts';
+import { Swim, type MemberState, type SwimOptions } from './swim.ts';
+
+export const managerId = 'manager';
+
+export type ManagerEvent =
+  | { readonly kind: 'member'; readonly at: number; readonly node: string; readonly state: MemberState; readonly local: boolean }
+  | { readonly kind: 'configured'; readonly at: number; readonly config: ChainConfig; readonly why: string };
+
+export interface ManagerLoopOptions {
+  /** Target chain length. */
+  readonly k: number;
+  /** The nodes it manages. */
+  readonly nodes: readonly NodeAddress[];
+  /**
+   * swim: its own failure detector (over datagrams) says who is dead and plan() reconfigures.
+   * external: setMembership says so (an operator, a tool, the simulator's world), and plan()
+   * runs only while `planning` is on; remove() and add() work in both.
+   */
+  readonly membership: 'swim' | 'external';
+  readonly cluster: string;
+  /** Signs gossip datagrams. */
+  readonly secret: string;
+  /** Where its failure detector listens (swim mode). */
+  readonly address: string;
+  readonly swim?: Partial<SwimOptions>;
+  readonly random: () => number;
+  readonly decideEveryMs?: number;
+  /** Bound on one configure or lookup. */
+  readonly requestTimeoutMs?: number;
+  /** Push retry backoff per node: doubles from min to max. */
+  readonly pushRetryMsMin?: number;
+  readonly pushRetryMsMax?: number;
+  readonly pollEveryMs?: number;
+  /** Joiners' caughtUpEpoch as known at start (a tool read them). */
+  readonly caughtUp?: ReadonlyMap<string, ReadonlyMap<string, number>>;
+  readonly log?: (line: string) => void;
+  readonly onEvent?: (event: ManagerEvent) => void;
+}
+
+interface Target {
+  address: string;
+  /** Still in the chain (else: removed, to be fenced). */
+  member: boolean;
+  /** The highest epoch it acknowledged. */
+  acked: number;
+  inflight: boolean;
+  nextAt: number;
+  retryMs: number;
+}
+
+export class ManagerLoop {
+  readonly configs = new Map<string, ChainConfig>();
+  private readonly targets = new Map<string, Map<string, Target>>();
+  private readonly caughtUp = new Map<string, Map<string, number>>();
+  private readonly admins = new Map<string, AdminLink>();
+  private readonly dialing = new Set<string>();
+  private readonly nodes: Map<string, string>;
+  private swim: Swim | undefined;
+  private external: { live: NodeAddress[]; dead: Set<string> };
+  /** External membership: plan() runs only while this is on. */
+  planning = false;
+  private timer: { cancel(): void } | undefined;
+  private lastPoll = -Infinity;
+  private stopped = false;
+  reconfigurations = 0;
+  refusals = 0;
+
+  constructor(
+    private readonly io: { readonly net: Net; readonly clock: Clock; readonly datagrams?: Datagrams },
+    initial: readonly ChainConfig[],
+    readonly options: ManagerLoopOptions,
+  ) {
+    this.nodes = new Map(options.nodes.map((n) => [n.node, n.address]));
+    this.external = { live: [...options.nodes], dead: new Set() };
+    for (const [chain, known] of options.caughtUp ?? []) this.caughtUp.set(chain, new Map(known));
+    for (const config of initial) this.install(config, 'initial', []);
+  }
+
+  start(): void {
+    if (this.options.membership === 'swim') {
+      const datagrams = this.io.datagrams;
+      assert(datagrams !== undefined, 'ManagerLoop: swim membership needs datagrams');
+      const swim = new Swim(managerId, this.options.address, this.options.nodes, this.options.random, this.options.swim);
+      swim.onChange = (c) => {
+        this.log(`membership: ${c.node} is ${c.state}${c.local ? ' (decided here)' : ''}`);
+        this.options.onEvent?.({ kind: 'member', at: this.io.clock.now(), node: c.node, state: c.state, local: c.local });
+      };
+      datagrams.onReceive((bytes) => {
+        const message = decodeGossip(this.options.cluster, this.options.secret, bytes);
+        if (message === undefined || this.stopped) return;
+        swim.receive(message, this.io.clock.now());
+        this.flushGossip();
+      });
+      this.swim = swim;
+    }
+    const every = this.options.decideEveryMs ?? 5;
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.tick();
+      this.timer = this.io.clock.after(every, tick, true);
+    };
+    this.timer = this.io.clock.after(0, tick, true);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+    for (const admin of this.admins.values()) admin.close();
+    this.admins.clear();
+  }
+
+  private log(line: string): void {
+    this.options.log?.(line);
+  }
+
+  private flushGossip(): void {
+    const datagrams = this.io.datagrams;
+    if (this.swim === undefined || datagrams === undefined) return;
+    for (const d of this.swim.drain()) datagrams.send(d.address, encodeGossip(this.options.cluster, this.options.secret, d.message));
+  }
+
+  /** Every managed node, with its state (swim: the detector's view; external: what setMembership said). */
+  membership(): { node: string; address: string; state: MemberState }[] {
+    return this.options.nodes.map((n) => ({ ...n, state: this.stateOf(n.node) }));
+  }
+
+  private stateOf(node: string): MemberState {
+    if (this.swim !== undefined) return this.swim.state(node) ?? 'alive';
+    return this.external.dead.has(node) ? 'dead' : 'alive';
+  }
+
+  /** The swim detector (swim mode), for observers. */
+  get detector(): Swim | undefined {
+    return this.swim;
+  }
+
+  /** External membership: who is live and who is dead. */
+  setMembership(live: readonly NodeAddress[], dead: ReadonlySet<string>): void {
+    this.external = { live: [...live], dead: new Set(dead) };
+  }
+
+  /** Where a document lives: its chain and that chain's head. */
+  headOf(doc: string): { chain: string; node: string; address: string } {
+    const chain = chainOf(doc, [...this.configs.keys()]);
+    const head = (this.configs.get(chain) as ChainConfig).members[0];
+    assert(head !== undefined, `chain ${chain} has no members`);
+    return { chain, node: head.node, address: head.address };
+  }
+
+  joining(chain: string): Set<string> {
+    const config = this.configs.get(chain);
+    return config === undefined ? new Set() : catchingUp(config, this.caughtUp.get(chain) ?? new Map());
+  }
+
+  /** Every member and every removed node acknowledged the chain's current configuration. */
+  acked(chain: string): boolean {
+    const config = this.configs.get(chain);
+    if (config === undefined) return false;
+    for (const t of this.targets.get(chain)?.values() ?? []) if (t.acked < config.epoch) return false;
+    return true;
+  }
+
+  /** Nodes (members and removed ones) that have not acknowledged the chain's current configuration. */
+  unacked(chain: string): string[] {
+    const config = this.configs.get(chain);
+    if (config === undefined) return [];
+    return [...(this.targets.get(chain) ?? [])].filter(([, t]) => t.acked < config.epoch).map(([node]) => node);
+  }
+
+  allAcked(): boolean {
+    for (const chain of this.configs.keys()) if (!this.acked(chain)) return false;
+    return true;
+  }
+
+  /** Removes `node` from `chain` when the rules allow it (never the last member holding the committed state). */
+  remove(chain: string, node: string): boolean {
+    const config = this.configs.get(chain);
+    if (config === undefined || config.members.length <= 1 || !config.members.some((m) => m.node === node)) return false;
+    return this.decide(() => removeNode(config, node, this.joining(chain)), `remove ${node}`);
+  }
+
+  /** Adds `node` at the tail of `chain` when it is missing and the chain is short of k. */
+  add(chain: string, node: string): boolean {
+    const config = this.configs.get(chain);
+    const address = this.nodes.get(node);
+    if (config === undefined || address === undefined || config.members.length >= this.options.k || config.members.some((m) => m.node === node)) return false;
+    return this.decide(() => addTail(config, { node, address }, this.joining(chain)), `add ${node} at the tail`);
+  }
+
+  /** The decision functions refuse unsafe changes by throwing. */
+  private decide(next: () => ChainConfig, why: string): boolean {
+    let config: ChainConfig;
+    try {
+      config = next();
+    } catch (error) {
+      this.refusals++;
+      this.log(`refused: ${(error as Error).message}`);
+      return false;
+    }
+    this.install(config, why, []);
+    return true;
+  }
+
+  /** Makes `config` the chain's configuration: its members and every member it drops are pushed it. */
+  install(config: ChainConfig, why: string, fence: readonly NodeAddress[]): void {
+    const old = this.configs.get(config.chain);
+    assert(old === undefined || config.epoch > old.epoch, () => `ManagerLoop: epoch ${config.epoch} of ${config.chain} does not follow ${old?.epoch}`);
+    this.configs.set(config.chain, config);
+    let targets = this.targets.get(config.chain);
+    if (targets === undefined) this.targets.set(config.chain, (targets = new Map()));
+    const retryMs = this.options.pushRetryMsMin ?? 50;
+    for (const t of targets.values()) t.member = false;
+    for (const m of config.members) {
+      const t = targets.get(m.node);
+      if (t === undefined) targets.set(m.node, { address: m.address, member: true, acked: 0, inflight: false, nextAt: -Infinity, retryMs });
+      else Object.assign(t, { address: m.address, member: true, nextAt: -Infinity, retryMs });
+    }
+    for (const f of fence) if (!targets.has(f.node)) targets.set(f.node, { address: f.address, member: false, acked: 0, inflight: false, nextAt: -Infinity, retryMs });
+    // Removed members stay targets until they acknowledge (see the header).
+    for (const t of targets.values()) if (!t.member) Object.assign(t, { nextAt: -Infinity, retryMs });
+    if (old !== undefined) {
+      this.reconfigurations++;
+      this.log(`${config.chain} epoch ${config.epoch}: ${config.members.map((m) => m.node).join(' > ')} (${why})`);
+      this.options.onEvent?.({ kind: 'configured', at: this.io.clock.now(), config, why });
+    }
+    if (!this.stopped && this.timer !== undefined) this.pushDue(config.chain);
+  }
+
+  private tick(): void {
+    const now = this.io.clock.now();
+    if (this.swim !== undefined) {
+      this.swim.tick(now);
+      this.flushGossip();
+    }
+    this.plan();
+    for (const chain of this.configs.keys()) this.pushDue(chain);
+    if (now - this.lastPoll >= (this.options.pollEveryMs ?? 300)) {
+      this.lastPoll = now;
+      this.pollJoiners();
+    }
+  }
+
+  private plan(): void {
+    if (this.swim === undefined && !this.planning) return;
+    const dead = new Set<string>();
+    const live: NodeAddress[] = [];
+    if (this.swim !== undefined) {
+      for (const n of this.options.nodes) {
+        if (this.swim.state(n.node) === 'dead') dead.add(n.node);
+        else live.push(n);
+      }
+    } else {
+      for (const d of this.external.dead) dead.add(d);
+      live.push(...this.external.live.filter((n) => !dead.has(n.node)));
+    }
+    for (const { config, why } of plan([...this.configs.values()], { live, dead }, this.options.k, this.caughtUp)) this.install(config, why, []);
+  }
+
+  private pushDue(chain: string): void {
+    const config = this.configs.get(chain) as ChainConfig;
+    const now = this.io.clock.now();
+    for (const [node, t] of this.targets.get(chain) ?? []) {
+      if (t.acked >= config.epoch) {
+        if (!t.member) (this.targets.get(chain) as Map<string, Target>).delete(node);
+        continue;
+      }
+      if (t.inflight || now < t.nextAt) continue;
+      // A member its detector holds dead gets nothing (plan() removes it); a removed node is told regardless.
+      if (t.member && this.swim !== undefined && this.swim.state(node) === 'dead') continue;
+      this.push(chain, node, t, config);
+    }
+  }
+
+  private push(chain: string, node: string, t: Target, config: ChainConfig): void {
+    t.inflight = true;
+    const failed = (why: string): void => {
+      t.inflight = false;
+      t.nextAt = this.io.clock.now() + t.retryMs;
+      t.retryMs = Math.min(t.retryMs * 2, this.options.pushRetryMsMax ?? 1_000);
+      this.log(`push of ${chain} epoch ${config.epoch} to ${node} failed: ${why}`);
+    };
+    this.admin(t.address, (admin) => {
+      if (admin === undefined) return failed('unreachable');
+      admin.configure(config, (error, info) => {
+        t.inflight = false;
+        if (error !== undefined) {
+          if (error.code === 'stale_epoch' && !t.member) {
+            t.acked = Math.max(t.acked, config.epoch);
+            return;
+          }
+          return failed(error.message);
+        }
+        if (info !== undefined) t.acked = Math.max(t.acked, Math.min(info.epoch, (this.configs.get(chain) as ChainConfig).epoch));
+        t.retryMs = this.options.pushRetryMsMin ?? 50;
+      });
+    });
+  }
+
+  /** Asks members that joined for their caughtUpEpoch. */
+  private pollJoiners(): void {
+    for (const [chain, config] of this.configs) {
+      for (const m of config.members) {
+        if (m.sinceEpoch <= 1 || (this.caughtUp.get(chain)?.get(m.node) ?? 0) >= m.sinceEpoch) continue;
+        if (this.swim !== undefined && this.swim.state(m.node) === 'dead') continue;
+        this.admin(m.address, (admin) =>
+          admin?.lookup(chain, (error, info) => {
+            if (error !== undefined || info === undefined) return;
+            const known = this.caughtUp.get(chain) ?? new Map<string, number>();
+            known.set(m.node, Math.max(known.get(m.node) ?? 0, info.caughtUpEpoch));
+            this.caughtUp.set(chain, known);
+          }),
+        );
+      }
+    }
+  }
+
+  /** The pooled admin link to `address` (undefined: unreachable now). */
+  private admin(address: string, use: (admin: AdminLink | undefined) => void): void {
+    const open = this.admins.get(address);
+    if (open?.isOpen === true) return use(open);
+    if (this.dialing.has(address)) return use(undefined);
+    this.dialing.add(address);
+    this.io.net.dial(address, { role: 'admin', name: managerId, timeoutMs: this.options.requestTimeoutMs ?? 1_000 }, (result) => {
+      this.dialing.delete(address);
+      if (!isLink(result) || this.stopped) {
+        if (isLink(result)) result.close();
+        return use(undefined);
+      }
+      const admin = new AdminLink(result, this.io.clock, { requestTimeoutMs: this.options.requestTimeoutMs ?? 1_000 });
+      this.admins.set(address, admin);
+      admin.onClose(() => this.admins.get(address) === admin && this.admins.delete(address));
+      use(admin);
+    });
+  }
+
+  /** Members a configuration change dropped (for logs and tools). */
+  static removed(before: ChainConfig, after: ChainConfig): Member[] {
+    return before.members.filter((m) => !after.members.some((n) => n.node === m.node));
+  }
+}

@@ -1,0 +1,215 @@
+// The documents one replica holds, and every change to their durable form: the queue of
+// sequenced messages, the delta log, the snapshot and its compaction, the dedupe table and the
+// per-document meta. Each change is a put or delete into the replica's open batch (see
+// store.ts for the key layout); nothing here decides the protocol.
+
+import { assert } from '../../engine/assert.ts';
+import type { DocumentType } from '../../engine/document.ts';
+import { findDocumentType } from '../../engine/documents/index.ts';
+import { type JsonObject } from '../../engine/json.ts';
+import { idPattern } from './config.ts';
+import { DedupeTable, type DedupeLimits } from './dedupe.ts';
+import type { GroupCommit } from './durability.ts';
+import type { WireDelta, WireEnvelope } from './frames.ts';
+import type { Bugs } from './planted.ts';
+import { keys, type DedupeEntry, type RecoveredDoc } from './store.ts';
+
+export interface DocumentLimits extends DedupeLimits {
+  /** Documents one replica holds (all are kept in memory). */
+  readonly documentsMax: number;
+  /** Log entries past the last snapshot; one more triggers a snapshot and compaction. */
+  readonly deltaLogEntriesMax: number;
+  /** Log entries kept after compaction, to answer resends and catch up peers with deltas. */
+  readonly deltaLogKeepEntries: number;
+}
+
+export interface Doc {
+  readonly id: string;
+  readonly type: DocumentType;
+  /** State at appliedSeq, changed in place (the head keeps its own persistent copies for views). */
+  state: JsonObject;
+  appliedSeq: number;
+  snapshotSeq: number;
+  logFrom: number;
+  /** Log entries logFrom..appliedSeq. */
+  log: WireDelta[];
+  /** Sequenced, not yet applied here: seqs appliedSeq+1, appliedSeq+2, ... */
+  queue: WireEnvelope[];
+  /** For each queue entry, the batch holding this node's append of it. */
+  queueBatch: number[];
+  /** clientKey -> seq for queue entries. */
+  readonly queued: Map<string, number>;
+  dedupe: DedupeTable;
+  /** At the head: the highest seq durable on every replica (the confirmed state's seq). */
+  committedSeq: number;
+}
+
+export const clientKey = (clientId: string, clientSeq: number): string => `${clientId}\n${clientSeq}`;
+
+export function lastSeqOf(doc: Doc): number {
+  return doc.appliedSeq + doc.queue.length;
+}
+
+export class Documents {
+  private readonly docs = new Map<string, Doc>();
+  /** Queue entries over all documents. */
+  queuedTotal = 0;
+
+  constructor(
+    private readonly chain: string,
+    private readonly limits: DocumentLimits,
+    private readonly writes: GroupCommit,
+    private readonly bugs: Bugs,
+  ) {}
+
+  get size(): number {
+    return this.docs.size;
+  }
+
+  get(id: string): Doc | undefined {
+    return this.docs.get(id);
+  }
+
+  values(): IterableIterator<Doc> {
+    return this.docs.values();
+  }
+
+  ids(): IterableIterator<string> {
+    return this.docs.keys();
+  }
+
+  adopt(r: RecoveredDoc): Doc {
+    const doc = this.blank(r.doc, r.type);
+    doc.state = r.state;
+    doc.appliedSeq = r.meta.appliedSeq;
+    doc.snapshotSeq = r.meta.snapshotSeq;
+    doc.logFrom = r.meta.logFrom;
+    doc.log = r.log;
+    doc.dedupe = new DedupeTable(this.chain, doc.id, r.dedupe);
+    doc.queue = r.queue;
+    doc.queueBatch = r.queue.map(() => 0);
+    for (const entry of r.queue) if (entry.clientId !== '') doc.queued.set(clientKey(entry.clientId, entry.clientSeq), entry.seq);
+    doc.committedSeq = r.meta.appliedSeq;
+    this.queuedTotal += r.queue.length;
+    return doc;
+  }
+
+  /** The document, created (and its meta written) when missing; a rejection reason otherwise. */
+  obtain(id: string, typeName: string): Doc | { code: string; message: string } {
+    if (!idPattern.test(id)) return { code: 'invalid_doc', message: `document ids match ${idPattern}` };
+    const type = findDocumentType(typeName);
+    if (type === undefined) return { code: 'unknown_doc_type', message: `no document type ${JSON.stringify(typeName)}` };
+    const existing = this.docs.get(id);
+    if (existing !== undefined) {
+      if (existing.type !== type) return { code: 'wrong_doc_type', message: `document ${id} is a ${existing.type.name}, not a ${typeName}` };
+      return existing;
+    }
+    if (this.docs.size >= this.limits.documentsMax) {
+      return { code: 'too_many_documents', message: `documentsMax (${this.limits.documentsMax}) reached on chain ${this.chain}` };
+    }
+    const doc = this.blank(id, type);
+    this.writeMeta(doc);
+    return doc;
+  }
+
+  private blank(id: string, type: DocumentType): Doc {
+    const doc: Doc = {
+      id,
+      type,
+      state: type.createState(),
+      appliedSeq: 0,
+      snapshotSeq: 0,
+      logFrom: 1,
+      log: [],
+      queue: [],
+      queueBatch: [],
+      queued: new Map(),
+      dedupe: new DedupeTable(this.chain, id),
+      committedSeq: 0,
+    };
+    this.docs.set(id, doc);
+    return doc;
+  }
+
+  writeMeta(doc: Doc): void {
+    this.writes.put(keys.meta(this.chain, doc.id), JSON.stringify({ docType: doc.type.name, appliedSeq: doc.appliedSeq, snapshotSeq: doc.snapshotSeq, logFrom: doc.logFrom }));
+  }
+
+  /** Appends a sequenced envelope to the queue (a write). */
+  enqueue(doc: Doc, envelope: WireEnvelope): void {
+    assert(envelope.seq === lastSeqOf(doc) + 1, () => `enqueue: seq ${envelope.seq} does not follow ${lastSeqOf(doc)} on ${doc.id}`);
+    this.writes.put(keys.queue(this.chain, doc.id, envelope.seq), JSON.stringify(envelope));
+    doc.queue.push(envelope);
+    doc.queueBatch.push(this.writes.open);
+    if (envelope.clientId !== '') doc.queued.set(clientKey(envelope.clientId, envelope.clientSeq), envelope.seq);
+    this.queuedTotal++;
+  }
+
+  /** Removes the queue entry for `seq` (the head of the queue); returns its append batch. */
+  shift(doc: Doc, seq: number): number {
+    const entry = doc.queue.shift() as WireEnvelope;
+    const batch = doc.queueBatch.shift() as number;
+    assert(entry.seq === seq, () => `shiftQueue: queue head is ${entry.seq}, not ${seq}`);
+    if (entry.clientId !== '') doc.queued.delete(clientKey(entry.clientId, entry.clientSeq));
+    this.queuedTotal--;
+    this.writes.del(keys.queue(this.chain, doc.id, seq));
+    return batch;
+  }
+
+  /** The durable half of applying a delta: log, appliedSeq, dedupe, compaction, meta. */
+  record(doc: Doc, delta: WireDelta): void {
+    assert(delta.seq === doc.appliedSeq + 1, () => `recordDelta: seq ${delta.seq} does not follow ${doc.appliedSeq}`);
+    doc.appliedSeq = delta.seq;
+    doc.log.push(delta);
+    this.writes.put(keys.log(this.chain, doc.id, delta.seq), JSON.stringify(delta));
+    if (delta.clientId !== '') doc.dedupe.remember(delta.clientId, [delta.clientSeq, delta.seq, delta.outcomeJson, delta.timestamp], this.writes, this.limits, this.bugs);
+    if (doc.appliedSeq - doc.snapshotSeq > this.limits.deltaLogEntriesMax) this.compact(doc);
+    this.writeMeta(doc);
+    assert(doc.log.length === doc.appliedSeq - doc.logFrom + 1, 'recordDelta: log does not end at appliedSeq');
+  }
+
+  /** Snapshot at appliedSeq; keep the last deltaLogKeepEntries log entries. */
+  private compact(doc: Doc): void {
+    doc.snapshotSeq = doc.appliedSeq;
+    this.writes.put(keys.snapshot(this.chain, doc.id), JSON.stringify({ seq: doc.snapshotSeq, stateJson: JSON.stringify(doc.state) }));
+    const logFrom = Math.max(doc.logFrom, doc.appliedSeq - this.limits.deltaLogKeepEntries + 1);
+    for (let seq = doc.logFrom; seq < logFrom; seq++) this.writes.del(keys.log(this.chain, doc.id, seq));
+    doc.log = doc.log.slice(logFrom - doc.logFrom);
+    doc.logFrom = logFrom;
+  }
+
+  /** Replaces everything up to `seq` by a transferred snapshot and dedupe table. */
+  replace(doc: Doc, seq: number, state: JsonObject, stateJson: string, dedupe: Map<string, DedupeEntry[]>): void {
+    for (let s = doc.logFrom; s <= doc.appliedSeq; s++) this.writes.del(keys.log(this.chain, doc.id, s));
+    doc.dedupe.forgetAll(this.writes);
+    while (doc.queue.length > 0 && (doc.queue[0] as WireEnvelope).seq <= seq) this.shift(doc, (doc.queue[0] as WireEnvelope).seq);
+    doc.state = state;
+    doc.appliedSeq = seq;
+    doc.snapshotSeq = seq;
+    doc.logFrom = seq + 1;
+    doc.log = [];
+    doc.dedupe = new DedupeTable(this.chain, doc.id, dedupe);
+    doc.dedupe.writeAll(this.writes);
+    this.writes.put(keys.snapshot(this.chain, doc.id), JSON.stringify({ seq, stateJson }));
+    this.writeMeta(doc);
+  }
+
+  /** Drops the queue (the messages were not committed; the sync of a new epoch resends what the chain still has). */
+  dropQueue(doc: Doc): void {
+    for (const entry of doc.queue) this.writes.del(keys.queue(this.chain, doc.id, entry.seq));
+    this.queuedTotal -= doc.queue.length;
+    doc.queue = [];
+    doc.queueBatch = [];
+    doc.queued.clear();
+  }
+
+  /** Forgets a document entirely (a joiner takes everything by state transfer). */
+  forget(doc: Doc): void {
+    this.dropQueue(doc);
+    for (let seq = doc.logFrom; seq <= doc.appliedSeq; seq++) this.writes.del(keys.log(this.chain, doc.id, seq));
+    doc.dedupe.forgetAll(this.writes);
+    this.writes.del(keys.snapshot(this.chain, doc.id));
+    this.writes.del(keys.meta(this.chain, doc.id));
+    this.docs.delete(doc.id);
+  }
+}

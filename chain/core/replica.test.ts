@@ -1,0 +1,338 @@
+// The replica state machine driven directly, without sockets or disks: frames are handed from
+// one replica to the next and every batch becomes durable when the driver says so. This tests
+// the protocol logic in isolation; cluster.test.ts runs the same code as real processes.
+
+import test from 'ava';
+import { canonicalJson } from '../../engine/json.ts';
+import type { ChainConfig } from './config.ts';
+import type { Frame, Member } from './frames.ts';
+import { Replica, type ClientRef, type ReplicaLimits } from './replica.ts';
+import { Recovery, type Batch, type RecoveredChain } from './store.ts';
+
+/** What a store holds after `batches` were written in order (the durable ones). */
+function storeAfter(batches: readonly Batch[]): Map<string, RecoveredChain> {
+  const store = new Map<string, string>();
+  for (const batch of batches) for (const op of batch.ops) op.type === 'put' ? store.set(op.key, op.value) : store.delete(op.key);
+  const recovery = new Recovery();
+  for (const key of [...store.keys()].sort()) recovery.add(key, store.get(key) as string);
+  return recovery.finish();
+}
+
+const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain): Replica => new Replica(node, 'c1', 'test-cluster', recovered, { limits, now: 1_000 });
+const fullStatus = { includeState: true, includeDigests: true, docsMax: 1_000 };
+
+interface Sent {
+  to: ClientRef;
+  frame: Frame;
+}
+
+class Bench {
+  readonly replicas = new Map<string, Replica>();
+  readonly clientFrames: Sent[] = [];
+  readonly batches = new Map<string, Batch[]>();
+  /** Links that are "up": pred node -> succ node. */
+  private links = new Set<string>();
+  config: ChainConfig = { chain: 'c1', epoch: 0, members: [] };
+  now = 1_000;
+
+  constructor(nodes: string[]) {
+    for (const node of nodes) this.replicas.set(node, replica(node));
+  }
+
+  replica(node: string): Replica {
+    return this.replicas.get(node) as Replica;
+  }
+
+  configure(nodes: string[], joinedAt: Record<string, number> = {}): void {
+    const epoch = this.config.epoch + 1;
+    const members: Member[] = nodes.map((node) => ({
+      node,
+      address: `${node}:1`,
+      sinceEpoch: joinedAt[node] ?? this.config.members.find((m) => m.node === node)?.sinceEpoch ?? epoch,
+    }));
+    this.config = { chain: 'c1', epoch, members };
+    for (const node of nodes) this.replica(node).configure(this.config, this.now);
+    const before = this.links;
+    this.links = new Set();
+    for (const node of nodes) {
+      const r = this.replica(node);
+      if (r.successor !== undefined) {
+        const link = `${node}>${r.successor.node}`;
+        this.links.add(link);
+        // A link that stays up carries the new epoch's Attach already (configure sent it).
+        if (!before.has(link)) r.linkUp(this.now);
+      }
+    }
+  }
+
+  /** Delivers frames and completes writes until nothing moves. */
+  pump(options: { durable?: boolean; until?: () => boolean } = {}): void {
+    for (let round = 0; round < 10_000; round++) {
+      let moved = false;
+      for (const [node, r] of this.replicas) {
+        if (options.until?.() === true) return;
+        if (options.durable !== false) {
+          for (let batch = r.takeBatch(); batch !== undefined; batch = r.takeBatch()) {
+            this.batches.set(node, [...(this.batches.get(node) ?? []), batch]);
+            r.durable(batch.id);
+            moved = true;
+          }
+        }
+        const out = r.drain();
+        for (const c of out.clients) this.clientFrames.push(c);
+        const succ = r.successor?.node;
+        if (succ !== undefined && this.links.has(`${node}>${succ}`)) {
+          for (const frame of out.succ) {
+            moved = true;
+            const rejection = this.replica(succ).fromPred(frame, node, this.now);
+            if (rejection !== undefined) throw new Error(`${succ} rejected ${frame.kind} from ${node}: ${rejection.code} ${rejection.message}`);
+          }
+        }
+        const pred = r.predecessor?.node;
+        if (pred !== undefined && this.links.has(`${pred}>${node}`)) {
+          for (const frame of out.pred) {
+            moved = true;
+            const rejection = this.replica(pred).fromSucc(frame, node, this.now);
+            if (rejection !== undefined) throw new Error(`${pred} rejected ${frame.kind} from ${node}: ${rejection.code} ${rejection.message}`);
+          }
+        }
+      }
+      if (!moved) return;
+    }
+    throw new Error('pump: no quiescence');
+  }
+
+  submit(node: string, requestId: number, doc: string, by: number, clientId = 'client-1', clientSeq = requestId): void {
+    this.replica(node).submit(
+      7,
+      { requestId, chain: 'c1', doc, docType: 'counter', channel: 'add', payloadJson: JSON.stringify({ by }), clientId, clientSeq, viewer: 'alice' },
+      this.now,
+    );
+  }
+
+  acks(): Map<number, { seq: number; duplicate: boolean }> {
+    const out = new Map<number, { seq: number; duplicate: boolean }>();
+    for (const { frame } of this.clientFrames) if (frame.kind === 'ack') out.set(frame.ack.requestId, { seq: frame.ack.seq, duplicate: frame.ack.duplicate });
+    return out;
+  }
+
+  failures(): string[] {
+    return this.clientFrames.filter((c) => c.frame.kind === 'failure').map((c) => (c.frame.kind === 'failure' ? c.frame.failure.code : ''));
+  }
+
+  digests(nodes: string[]): string[] {
+    return nodes.map((node) => JSON.stringify((this.replica(node).status(fullStatus) as { docs: { state?: unknown }[] }).docs.map(({ state: _, ...d }) => d)));
+  }
+}
+
+for (const k of [1, 2, 3]) {
+  test(`k=${k}: messages commit, are acknowledged once, and every replica agrees`, (t) => {
+    const nodes = ['n1', 'n2', 'n3'].slice(0, k);
+    const bench = new Bench(nodes);
+    bench.configure(nodes);
+    bench.pump();
+    t.true(bench.replica('n1').ready);
+    for (let i = 1; i <= 20; i++) bench.submit('n1', i, i % 2 === 0 ? 'doc-a' : 'doc-b', i);
+    bench.pump();
+    const acks = bench.acks();
+    t.is(acks.size, 20);
+    t.deepEqual(bench.failures(), []);
+    const digests = bench.digests(nodes);
+    for (const d of digests) t.is(d, digests[0] ?? "");
+    const status = bench.replica(nodes[nodes.length - 1] ?? 'n1').status(fullStatus) as { docs: { doc: string; appliedSeq: number; state: { value: number } }[] };
+    t.deepEqual(
+      status.docs.map((d) => [d.doc, d.appliedSeq, d.state.value]),
+      [
+        ['doc-a', 10, 110],
+        ['doc-b', 10, 100],
+      ],
+    );
+  });
+}
+
+test('no acknowledgement before the writes are durable: the head waits for its own queue append', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 5);
+  bench.pump({ durable: false });
+  t.is(bench.acks().size, 0, 'nothing is durable anywhere yet, so nothing is committed');
+  bench.pump();
+  t.is(bench.acks().size, 1);
+});
+
+test('a resend of the same (clientId, clientSeq) is answered from the dedupe table, not applied again', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 5, 'client-9', 1);
+  bench.submit('n1', 2, 'doc-a', 5, 'client-9', 1); // resend while queued
+  bench.pump();
+  bench.submit('n1', 3, 'doc-a', 5, 'client-9', 1); // resend after commit
+  bench.pump();
+  const acks = bench.acks();
+  t.deepEqual([acks.get(1), acks.get(2), acks.get(3)], [
+    { seq: 1, duplicate: false },
+    { seq: 1, duplicate: true },
+    { seq: 1, duplicate: true },
+  ]);
+  const state = (bench.replica('n3').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state;
+  t.is(state?.value, 5);
+});
+
+test('middle removed: its predecessor resends the queue, nothing acknowledged is lost, and a resend after failover applies once', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  for (let i = 1; i <= 5; i++) bench.submit('n1', i, 'doc-a', 1);
+  // Deliver forwards but lose everything n2 would send back: n2 dies with the deltas.
+  bench.pump();
+  for (let i = 6; i <= 10; i++) bench.submit('n1', i, 'doc-a', 1);
+  bench.replica('n2').drain(); // in flight to n3 and back to n1: lost with n2
+  bench.configure(['n1', 'n3']);
+  bench.pump();
+  t.is(bench.acks().size, 10);
+  t.deepEqual(bench.digests(['n1'])[0], bench.digests(['n3'])[0]);
+  const value = (bench.replica('n1').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state.value;
+  t.is(value, 10);
+  t.deepEqual(bench.failures(), []);
+});
+
+test('head removed: the successor takes over from its queue and dedupes resends', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  for (let i = 1; i <= 3; i++) bench.submit('n1', i, 'doc-a', 1, 'client-1', i);
+  // n1 forwards, then dies before any ack.
+  const out = bench.replica('n1').drain();
+  for (const frame of out.succ) t.is(bench.replica('n2').fromPred(frame, 'n1', bench.now), undefined);
+  bench.configure(['n2', 'n3']);
+  bench.pump();
+  // n2 passed on n1's lease rounds: it serves only once the last lease n1 could hold ran out.
+  bench.submit('n2', 99, 'doc-a', 1, 'client-1', 1);
+  bench.clientFrames.push(...bench.replica('n2').drain().clients);
+  t.deepEqual(bench.failures(), ['unavailable']);
+  bench.now += 1_100;
+  for (const r of bench.replicas.values()) r.tick(bench.now);
+  bench.pump();
+  // The client resends all three to the new head: each commits exactly once.
+  for (let i = 1; i <= 3; i++) bench.submit('n2', 100 + i, 'doc-a', 1, 'client-1', i);
+  bench.pump();
+  const acks = bench.acks();
+  t.deepEqual([101, 102, 103].map((r) => acks.get(r)?.seq), [1, 2, 3]);
+  const value = (bench.replica('n3').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state.value;
+  t.is(value, 3);
+});
+
+test('tail removed: the new tail executes its queue and produces the same deltas', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  for (let i = 1; i <= 4; i++) bench.submit('n1', i, 'doc-a', 2);
+  bench.replica('n1').drain(); // forwards lost: n2 never gets them... resent after reconfigure
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  t.is(bench.acks().size, 4);
+  t.deepEqual(bench.digests(['n1'])[0], bench.digests(['n2'])[0]);
+});
+
+test('a node joins at the tail by state transfer, with snapshots once the log was compacted', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  for (const node of ['n1', 'n2']) {
+    bench.replicas.set(node, replica(node, { deltaLogEntriesMax: 8, deltaLogKeepEntries: 4, docQueueDepthMax: 4 }));
+  }
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  for (let i = 1; i <= 30; i++) {
+    bench.submit('n1', i, i % 3 === 0 ? 'doc-a' : 'doc-b', 1);
+    bench.pump();
+  }
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  const joined = (bench.replica('n3').status(fullStatus) as { docs: { snapshotSeq: number; appliedSeq: number }[] }).docs;
+  t.deepEqual(joined.map((d) => [d.snapshotSeq, d.appliedSeq]), [[10, 10], [20, 20]], 'the joiner got snapshots: the log no longer reached back to seq 1');
+  for (let i = 31; i <= 40; i++) {
+    bench.submit('n1', i, 'doc-a', 1);
+    bench.pump();
+  }
+  t.is(bench.acks().size, 40);
+  const digests = bench.digests(['n1', 'n2', 'n3']).map((d) => JSON.parse(d).map((x: { stateDigest: string; appliedSeq: number; dedupeDigest: string }) => [x.appliedSeq, x.stateDigest, x.dedupeDigest]));
+  t.deepEqual(digests[0], digests[1]);
+  t.deepEqual(digests[0], digests[2]);
+});
+
+test('stale epochs are refused and a busy document answers with a retryable error', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  const old = bench.config;
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  t.is(bench.replica('n2').configure(old, bench.now)?.code, 'stale_epoch');
+  const rejection = bench.replica('n2').fromPred({ kind: 'forward', forward: { chain: 'c1', epoch: old.epoch, envelopes: [] } }, 'n1', bench.now);
+  t.is(rejection?.code, 'stale_epoch');
+  const limited = new Bench(['n1', 'n2']);
+  limited.replicas.set('n1', replica('n1', { docQueueDepthMax: 2, deltaLogKeepEntries: 2 }));
+  limited.configure(['n1', 'n2']);
+  limited.pump();
+  for (let i = 1; i <= 3; i++) limited.submit('n1', i, 'doc-a', 1);
+  t.deepEqual(limited.failures(), []);
+  limited.clientFrames.push(...limited.replica('n1').drain().clients);
+  t.deepEqual(
+    limited.clientFrames.filter((c) => c.frame.kind === 'failure').map((c) => (c.frame.kind === 'failure' ? [c.frame.failure.code, c.frame.failure.retryable] : [])),
+    [['busy', true]],
+  );
+});
+
+test('a head restarted after losing an unsynced, already forwarded queue append gets it back from its successor', async (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 1, 'client-1', 1);
+  bench.pump();
+  // Message 2: n1 forwards it, but n1's own write never reaches the disk.
+  bench.submit('n1', 2, 'doc-a', 10, 'client-1', 2);
+  for (const frame of bench.replica('n1').drain().succ) t.is(bench.replica('n2').fromPred(frame, 'n1', bench.now), undefined);
+  bench.replica('n2').drain(); // and n2's forward to n3 is lost: only n2's queue holds message 2
+  // Restart n1 from what is durable: every batch it completed, not the one in progress.
+  const recovered = storeAfter(bench.batches.get('n1') ?? []).get('c1');
+  t.is((recovered?.docs.get('doc-a')?.queue ?? []).length, 0, 'the lost append is not on n1');
+  bench.replicas.set('n1', replica('n1', {}, recovered));
+  bench.configure(['n1', 'n2', 'n3']); // the manager re-issues the chain (next epoch)
+  bench.replica('n1').linkUp(bench.now);
+  // Submit the moment n1 can sequence again, before message 2's delta can come back.
+  bench.pump({ until: () => bench.replica('n1').ready });
+  // A new message must get seq 3, not a second seq 2.
+  bench.submit('n1', 3, 'doc-a', 100, 'client-2', 1);
+  bench.submit('n1', 4, 'doc-a', 10, 'client-1', 2); // the resend of message 2
+  bench.pump();
+  const acks = bench.acks();
+  t.deepEqual([acks.get(3)?.seq, acks.get(4)?.seq, acks.get(4)?.duplicate], [3, 2, true]);
+  const digests = bench.digests(['n1', 'n2', 'n3']);
+  t.is(digests[0], digests[1]);
+  t.is(digests[0], digests[2]);
+  const state = (bench.replica('n1').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state;
+  t.is(state?.value, 111);
+});
+
+test('subscribers get a full view, then speculative deltas at once and confirmed ones after the commit, filtered per viewer', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  const head = bench.replica('n1');
+  head.subscribe(11, { requestId: 1, chain: 'c1', doc: 'doc-v', docType: 'counter', viewer: 'alice' }, bench.now);
+  head.subscribe(12, { requestId: 2, chain: 'c1', doc: 'doc-v', docType: 'counter', viewer: 'bob' }, bench.now);
+  bench.submit('n1', 5, 'doc-v', 7); // viewer alice
+  const early = head.drain();
+  bench.clientFrames.push(...early.clients);
+  const kinds = (to: number): string[] =>
+    bench.clientFrames.filter((c) => c.to === to && c.frame.kind === 'viewUpdate').map((c) => (c.frame.kind === 'viewUpdate' ? `${c.frame.viewUpdate.kind}:${canonicalJson(JSON.parse(c.frame.viewUpdate.json))}` : ''));
+  t.deepEqual(kinds(11), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"contributions":{"alice":7},"mine":7,"value":7}']);
+  t.deepEqual(kinds(12), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"value":7}'], "bob never sees alice's contribution");
+  t.false(bench.clientFrames.some((c) => c.frame.kind === 'ack'), 'not committed yet');
+  for (const frame of early.succ) t.is(bench.replica('n2').fromPred(frame, 'n1', bench.now), undefined);
+  bench.pump();
+  t.deepEqual(kinds(11).slice(2), ['confirmed:{"contributions":{"alice":7},"mine":7,"value":7}']);
+  t.deepEqual(kinds(12).slice(2), ['confirmed:{"value":7}']);
+  t.is(bench.acks().get(5)?.seq, 1);
+});

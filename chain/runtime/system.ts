@@ -1,0 +1,52 @@
+// Clock and datagrams of a real process: wall-clock time, Node timers, a UDP socket.
+
+import dgram from 'node:dgram';
+import type { Clock, Datagrams, Timer } from './io.ts';
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  after(ms: number, run: () => void, background = false): Timer {
+    const timer = setTimeout(run, Math.max(0, ms));
+    if (background) timer.unref();
+    return { cancel: () => clearTimeout(timer) };
+  },
+  soon(run: () => void): void {
+    setImmediate(run);
+  },
+};
+
+export class UdpDatagrams implements Datagrams {
+  private handler: ((bytes: Uint8Array) => void) | undefined;
+
+  private constructor(private readonly socket: dgram.Socket) {
+    socket.on('message', (bytes) => this.handler?.(bytes));
+  }
+
+  /** Binds a UDP socket (port 0: any). */
+  static async bind(host: string, port: number, log: (line: string) => void): Promise<UdpDatagrams> {
+    const socket = dgram.createSocket('udp4');
+    socket.on('error', (error) => log(`gossip socket: ${error.message}`));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(port, host, () => resolve());
+    });
+    return new UdpDatagrams(socket);
+  }
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  send(address: string, bytes: Uint8Array): void {
+    const at = address.lastIndexOf(':');
+    this.socket.send(bytes, Number(address.slice(at + 1)), address.slice(0, at));
+  }
+
+  onReceive(handler: (bytes: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}

@@ -18,12 +18,22 @@ const table = `adama_test_${randomBytes(3).toString('hex')}`;
 const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'baseline-host.ts');
 
 async function host(): Promise<{ address: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, '--mode', 'mysql', '--cluster', 'test', '--table', table], { env: { ...process.env, ADAMA_CLUSTER_SECRET: secret }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script, '--mode', 'mysql', '--cluster', 'test', '--table', table], {
+    env: { ...process.env, ADAMA_CLUSTER_SECRET: secret },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const line = await new Promise<string>((resolve, reject) => {
     readline.createInterface({ input: child.stdout }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`the host exited with ${code}`)));
   });
-  return { address: (JSON.parse(line) as { address: string }).address, stop: () => new Promise((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))) };
+  return {
+    address: (JSON.parse(line) as { address: string }).address,
+    stop: () =>
+      new Promise((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
 }
 
 const reachable = await mysql.createConnection(mysqlUrl()).then(
@@ -34,7 +44,10 @@ const reachable = await mysql.createConnection(mysqlUrl()).then(
   () => false,
 );
 const mysqlTest = reachable || process.env.CI === 'true' ? test.serial : test.skip;
-if (!reachable) console.log(`baseline-host tests skipped: no MySQL at ${mysqlUrl()}. Start MariaDB (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd) or set MYSQL_URL.${process.env.CI === 'true' ? ' Under CI they run anyway and fail.' : ''}`);
+if (!reachable)
+  console.log(
+    `baseline-host tests skipped: no MySQL at ${mysqlUrl()}. Start MariaDB (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd) or set MYSQL_URL.${process.env.CI === 'true' ? ' Under CI they run anyway and fail.' : ''}`,
+  );
 
 test.after.always(async () => {
   if (!reachable) return;
@@ -60,7 +73,10 @@ mysqlTest('appends are acknowledged in seq order and survive a restart (the docu
   const [rows] = await db.query(`SELECT seq, redo_json FROM ${table} WHERE doc = 'doc-m' ORDER BY seq`);
   await db.end();
   const list = rows as { seq: number; redo_json: string }[];
-  t.deepEqual(list.map((r) => Number(r.seq)), [1, 2, 3, 4, 5, 6]);
+  t.deepEqual(
+    list.map((r) => Number(r.seq)),
+    [1, 2, 3, 4, 5, 6],
+  );
   t.is((JSON.parse(list[5]?.redo_json ?? '{}') as { value?: number }).value, 1 + 2 + 3 + 4 + 5 + 100);
 });
 

@@ -59,7 +59,9 @@ if (!/^[a-z_][a-z0-9_]{0,40}$/.test(table)) {
 
 const pool = mode === 'mysql' ? mysql.createPool({ uri: process.env.MYSQL_URL ?? mysqlUrlDefault, connectionLimit: 32, waitForConnections: true, queueLimit: 10_000 }) : undefined;
 if (pool !== undefined) {
-  await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (doc VARCHAR(128) NOT NULL, seq BIGINT NOT NULL, request_json MEDIUMTEXT NOT NULL, redo_json MEDIUMTEXT NOT NULL, undo_json MEDIUMTEXT NOT NULL, PRIMARY KEY (doc, seq)) ENGINE=InnoDB`);
+  await pool.query(
+    `CREATE TABLE IF NOT EXISTS ${table} (doc VARCHAR(128) NOT NULL, seq BIGINT NOT NULL, request_json MEDIUMTEXT NOT NULL, redo_json MEDIUMTEXT NOT NULL, undo_json MEDIUMTEXT NOT NULL, PRIMARY KEY (doc, seq)) ENGINE=InnoDB`,
+  );
 }
 const docs = new Map<string, Doc>();
 
@@ -82,7 +84,13 @@ async function commit(doc: Doc, id: string, s: Submit): Promise<{ seq: number; o
     const execution = execute(doc.type, doc.state, envelope, entropy);
     if (pool !== undefined) {
       try {
-        await pool.execute(`INSERT INTO ${table} (doc, seq, request_json, redo_json, undo_json) VALUES (?, ?, ?, ?, ?)`, [id, envelope.seq, JSON.stringify({ ...envelope, clientId: s.clientId, clientSeq: s.clientSeq }), JSON.stringify(execution.redo), JSON.stringify(execution.undo)]);
+        await pool.execute(`INSERT INTO ${table} (doc, seq, request_json, redo_json, undo_json) VALUES (?, ?, ?, ?, ?)`, [
+          id,
+          envelope.seq,
+          JSON.stringify({ ...envelope, clientId: s.clientId, clientSeq: s.clientSeq }),
+          JSON.stringify(execution.redo),
+          JSON.stringify(execution.undo),
+        ]);
       } catch (error) {
         if ((error as { code?: string }).code !== 'ER_DUP_ENTRY' || attempt >= duplicateRetriesMax) throw error;
         const fresh = await load(id, doc.type); // another host wrote this seq: reload and retry
@@ -125,7 +133,10 @@ const server = net.createServer((socket) => {
         ready.then(
           (d) => {
             const run = d.tail.then(() => commit(d, s.doc, s));
-            d.tail = run.then(() => undefined, () => undefined);
+            d.tail = run.then(
+              () => undefined,
+              () => undefined,
+            );
             run.then(
               (r) => connection.send(make('ack', { requestId: s.requestId, seq: r.seq, outcomeJson: r.outcomeJson, duplicate: false })),
               (e: Error) => connection.send(failure('internal_error', e.message, { requestId: s.requestId, retryable: true })),

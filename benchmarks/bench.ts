@@ -14,7 +14,23 @@
 import mysql from 'mysql2/promise';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
-import { defaultWorkload, messageSource, workloadMixes, type Workload, cdfPoints, cpuSeconds, closedLoop, closedLoopWithViews, failoverTimeline, histogram, openLoop, percentileMs, startChain, startHost, type Started } from './systems.ts';
+import {
+  defaultWorkload,
+  messageSource,
+  workloadMixes,
+  type Workload,
+  cdfPoints,
+  cpuSeconds,
+  closedLoop,
+  closedLoopWithViews,
+  failoverTimeline,
+  histogram,
+  openLoop,
+  percentileMs,
+  startChain,
+  startHost,
+  type Started,
+} from './systems.ts';
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
 
@@ -111,7 +127,11 @@ try {
           if (!histograms.has(k)) histograms.set(k, histogram());
           const cpuBefore = cpuSeconds(s.pids);
           const generatorBefore = process.cpuUsage();
-          const n = await closedLoop(s.address, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload }, histograms.get(k) as ReturnType<typeof histogram>);
+          const n = await closedLoop(
+            s.address,
+            { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload },
+            histograms.get(k) as ReturnType<typeof histogram>,
+          );
           commits.set(k, (commits.get(k) ?? 0) + n);
           const generator = process.cpuUsage(generatorBefore);
           const c = cpu.get(k) ?? { server: 0, generator: 0 };
@@ -153,21 +173,53 @@ function cpuPerCommit(k: string): { serverCpuUs: number; generatorCpuUs: number 
 const rows = systems.flatMap((system) =>
   scenarios.map((scenario) => {
     const h = histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>;
-    return { system: system.name, scenario: scenario.name, clients: scenario.clients, docs: scenario.docs, commitsPerSecond: Math.round((commits.get(key(system.name, scenario.name)) ?? 0) / (seconds * rounds)), ...cpuPerCommit(key(system.name, scenario.name)), p50Ms: percentileMs(h, 50), p90Ms: percentileMs(h, 90), p99Ms: percentileMs(h, 99), p999Ms: percentileMs(h, 99.9) };
+    return {
+      system: system.name,
+      scenario: scenario.name,
+      clients: scenario.clients,
+      docs: scenario.docs,
+      commitsPerSecond: Math.round((commits.get(key(system.name, scenario.name)) ?? 0) / (seconds * rounds)),
+      ...cpuPerCommit(key(system.name, scenario.name)),
+      p50Ms: percentileMs(h, 50),
+      p90Ms: percentileMs(h, 90),
+      p99Ms: percentileMs(h, 99),
+      p999Ms: percentileMs(h, 99.9),
+    };
   }),
 );
 printTable(rows);
-const views = [...viewHistograms].map(([k, v]) => ({ system: k.split('|')[0] as string, clients: 16, speculativeP50Ms: percentileMs(v.speculative, 50), commitP50Ms: percentileMs(v.committed, 50), speculativeP99Ms: percentileMs(v.speculative, 99), commitP99Ms: percentileMs(v.committed, 99) }));
+const views = [...viewHistograms].map(([k, v]) => ({
+  system: k.split('|')[0] as string,
+  clients: 16,
+  speculativeP50Ms: percentileMs(v.speculative, 50),
+  commitP50Ms: percentileMs(v.committed, 50),
+  speculativeP99Ms: percentileMs(v.speculative, 99),
+  commitP99Ms: percentileMs(v.committed, 99),
+}));
 console.log('');
 printTable(views);
 const open = systems.map((system) => {
   const o = openLoops.get(system.name) as NonNullable<ReturnType<typeof openLoops.get>>;
-  return { system: system.name, ratePerSecond: rate, connections: openLoopShape.connections, docs: openLoopShape.docs, commitsPerSecond: Math.round(o.committed / (seconds * rounds)), refused: o.refused, failed: o.failed, p50Ms: percentileMs(o.h, 50), p90Ms: percentileMs(o.h, 90), p99Ms: percentileMs(o.h, 99), p999Ms: percentileMs(o.h, 99.9) };
+  return {
+    system: system.name,
+    ratePerSecond: rate,
+    connections: openLoopShape.connections,
+    docs: openLoopShape.docs,
+    commitsPerSecond: Math.round(o.committed / (seconds * rounds)),
+    refused: o.refused,
+    failed: o.failed,
+    p50Ms: percentileMs(o.h, 50),
+    p90Ms: percentileMs(o.h, 90),
+    p99Ms: percentileMs(o.h, 99),
+    p999Ms: percentileMs(o.h, 99.9),
+  };
 });
 console.log('');
 printTable(open);
 const cdfs = [
-  ...systems.flatMap((system) => scenarios.map((scenario) => ({ system: system.name, scenario: scenario.name, points: cdfPoints(histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>) }))),
+  ...systems.flatMap((system) =>
+    scenarios.map((scenario) => ({ system: system.name, scenario: scenario.name, points: cdfPoints(histograms.get(key(system.name, scenario.name)) as ReturnType<typeof histogram>) })),
+  ),
   ...systems.map((system) => ({ system: system.name, scenario: `open-${rate}/s`, points: cdfPoints((openLoops.get(system.name) as NonNullable<ReturnType<typeof openLoops.get>>).h) })),
   ...[...viewHistograms].flatMap(([k, v]) => [
     { system: k.split('|')[0] as string, scenario: 'views-speculative', points: cdfPoints(v.speculative) },
@@ -177,7 +229,9 @@ const cdfs = [
 
 console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] failover timeline: ${timelineSeconds} s, the head killed at ${timelineSeconds / 2} s`);
 const timeline = await failoverTimeline({ nodes: 4, k: 3, clients: 16, seconds: timelineSeconds, bucketMs: 100, log: (line) => console.error(`[bench timeline] ${line}`) });
-console.log(`\nfailover timeline: head ${timeline.victim} killed at ${timeline.killAtMs} ms; declared dead +${timeline.detectedAtMs - timeline.killAtMs} ms, chain reconfigured +${timeline.reconfiguredAtMs - timeline.killAtMs} ms, first new commit +${timeline.firstCommitAfterKillMs} ms; ${timeline.commits} commits, ${timeline.ackedLost} acknowledged lost`);
+console.log(
+  `\nfailover timeline: head ${timeline.victim} killed at ${timeline.killAtMs} ms; declared dead +${timeline.detectedAtMs - timeline.killAtMs} ms, chain reconfigured +${timeline.reconfiguredAtMs - timeline.killAtMs} ms, first new commit +${timeline.firstCommitAfterKillMs} ms; ${timeline.commits} commits, ${timeline.ackedLost} acknowledged lost`,
+);
 
 const row = (system: string, scenario: string) => rows.find((r) => r.system === system && r.scenario === scenario) as (typeof rows)[number];
 const ratio = (x: number, y: number): number => Number((x / y).toFixed(2));
@@ -186,10 +240,22 @@ const ratios = {
   chainK3ThroughputOverMysqlManyDocs64: ratio(row('chain k=3', 'c64-many').commitsPerSecond, row('mysql flush=1', 'c64-many').commitsPerSecond),
   chainK3ThroughputOverMysqlHotDoc64: ratio(row('chain k=3', 'c64-hot').commitsPerSecond, row('mysql flush=1', 'c64-hot').commitsPerSecond),
   throughputK5OverK1Clients64: ratio(row('chain k=5', 'c64-many').commitsPerSecond, row('chain k=1', 'c64-many').commitsPerSecond),
-  k3SpeculativeP50OverCommitP50: ratio((views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).speculativeP50Ms, (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).commitP50Ms),
+  k3SpeculativeP50OverCommitP50: ratio(
+    (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).speculativeP50Ms,
+    (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).commitP50Ms,
+  ),
 };
 console.log(JSON.stringify({ ratios }));
 for (const r of [...rows, ...open]) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
-if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0) throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
-const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}`, { settings: { quick, seconds, rounds, rate, workload, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) }, rows, views, openLoop: open, ratios, timeline, cdfs });
+if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0)
+  throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
+const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}`, {
+  settings: { quick, seconds, rounds, rate, workload, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) },
+  rows,
+  views,
+  openLoop: open,
+  ratios,
+  timeline,
+  cdfs,
+});
 console.log(`wrote ${file}`);

@@ -41,7 +41,14 @@ async function runOnce(k: number, round: number): Promise<{ latenciesMs: number[
   const nodes: NodeProcess[] = [];
   try {
     for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...opts }));
-    const pushed = await pushConfig(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), [], opts);
+    const pushed = await pushConfig(
+      initialConfig(
+        'c1',
+        nodes.map((n) => ({ node: n.id, address: n.address })),
+      ),
+      [],
+      opts,
+    );
     if (pushed.missing.length > 0) throw new Error(`configure failed: ${pushed.missing.join(', ')} did not acknowledge`);
     const latenciesMs: number[] = [];
     const warmupEnd = performance.now() + 500;

@@ -72,7 +72,11 @@ const chatWorkload: Workload = {
 const counterWorkload: Workload = {
   type: counter,
   viewers: names,
-  start: drive(counter, counter.initial, names.map((name): [string, string, unknown] => [name, 'add', { by: 1 }])),
+  start: drive(
+    counter,
+    counter.initial,
+    names.map((name): [string, string, unknown] => [name, 'add', { by: 1 }]),
+  ),
   next: (_state, seq) => ({ viewer: names[seq % viewerCount] as string, channel: 'add', payload: { by: (seq % 7) + 1 } }),
 };
 

@@ -129,11 +129,26 @@ try {
     return s.length === 0 ? -1 : (s[Math.floor((s.length - 1) / 2)] as number);
   };
   printTable(rows.map((r) => ({ ...r })));
-  const summary = roles.map((role) => ({ role, runs: rows.filter((r) => r.role === role).length, medianDetectMs: median(rows.filter((r) => r.role === role).map((r) => r.detectMs)), medianFirstCommitMs: median(rows.filter((r) => r.role === role).map((r) => r.firstCommitMs)) }));
+  const summary = roles.map((role) => ({
+    role,
+    runs: rows.filter((r) => r.role === role).length,
+    medianDetectMs: median(rows.filter((r) => r.role === role).map((r) => r.detectMs)),
+    medianFirstCommitMs: median(rows.filter((r) => r.role === role).map((r) => r.firstCommitMs)),
+  }));
   console.log('');
   printTable(summary);
-  const all = { medianDetectMs: median(rows.map((r) => r.detectMs)), medianFirstCommitMs: median(rows.map((r) => r.firstCommitMs)), falsePositives, pauses, pauseSeconds, ackedLost: lost, commits: commits.length };
-  console.log(`\nall kills: median detection ${all.medianDetectMs} ms, median first commit ${all.medianFirstCommitMs} ms; ${falsePositives} false positives in ${pauses} pauses; ${lost} acknowledged messages lost of ${commits.length}`);
+  const all = {
+    medianDetectMs: median(rows.map((r) => r.detectMs)),
+    medianFirstCommitMs: median(rows.map((r) => r.firstCommitMs)),
+    falsePositives,
+    pauses,
+    pauseSeconds,
+    ackedLost: lost,
+    commits: commits.length,
+  };
+  console.log(
+    `\nall kills: median detection ${all.medianDetectMs} ms, median first commit ${all.medianFirstCommitMs} ms; ${falsePositives} false positives in ${pauses} pauses; ${lost} acknowledged messages lost of ${commits.length}`,
+  );
   const file = writeResults('failover', { settings: { nodes, chains, k, repeats, pauseSeconds, pauseMs: 300, pauseEveryMs: 5_000 }, kills: rows, summary, all });
   say(`wrote ${file}`);
   if (lost > 0 || rows.some((r) => r.detectMs < 0 || r.firstCommitMs < 0)) process.exitCode = 1;

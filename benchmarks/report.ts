@@ -53,9 +53,7 @@ export function printTable(rows: Record<string, string | number>[]): void {
   const cell = (value: string | number | undefined) => (value === undefined ? '' : String(value));
   const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => cell(row[column]).length)));
   const line = (values: (string | number | undefined)[]) =>
-    values
-      .map((value, i) => (typeof value === 'number' ? cell(value).padStart(widths[i] as number) : cell(value).padEnd(widths[i] as number)))
-      .join('  ');
+    values.map((value, i) => (typeof value === 'number' ? cell(value).padStart(widths[i] as number) : cell(value).padEnd(widths[i] as number))).join('  ');
   console.log(line(columns));
   console.log(widths.map((width) => '-'.repeat(width)).join('  '));
   for (const row of rows) console.log(line(columns.map((column) => row[column])));

@@ -33,7 +33,10 @@ test('CDF points are monotone over the fixed percentiles', (t) => {
   const h = histogram();
   for (let i = 1; i <= 1_000; i++) h.recordValue(i * 10);
   const points = cdfPoints(h);
-  t.deepEqual(points.map(([q]) => q), [...cdfPercentiles]);
+  t.deepEqual(
+    points.map(([q]) => q),
+    [...cdfPercentiles],
+  );
   for (let i = 1; i < points.length; i++) t.true((points[i] as [number, number])[1] >= (points[i - 1] as [number, number])[1]);
   t.true(Math.abs((points.at(-1) as [number, number])[1] - 10) < 0.02, "p100 is the largest value, 10 ms, within the histogram's 3 digits");
 });

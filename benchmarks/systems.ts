@@ -62,7 +62,10 @@ export function cpuSeconds(pids: readonly number[]): number {
 const clockTicksPerSecond = 100;
 
 export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, '--mode', mode, '--cluster', 'bench'], { env: { ...process.env, ADAMA_CLUSTER_SECRET: benchSecret }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, '--mode', mode, '--cluster', 'bench'], {
+    env: { ...process.env, ADAMA_CLUSTER_SECRET: benchSecret },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const line = await new Promise<string>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
     rl.once('line', resolve);
@@ -73,7 +76,12 @@ export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
   return {
     address,
     pids: [child.pid as number, ...(mysqlPid === undefined ? [] : [mysqlPid])],
-    stop: () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
   };
 }
 
@@ -81,7 +89,14 @@ export async function startChain(k: number, syncWrites = true): Promise<Started>
   const dir = mkdtempSync(path.join(tmpdir(), 'adama-bench-'));
   const nodes: NodeProcess[] = [];
   for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...benchOptions }));
-  const pushed = await pushConfig(initialConfig('c1', nodes.map((n) => ({ node: n.id, address: n.address }))), [], benchOptions);
+  const pushed = await pushConfig(
+    initialConfig(
+      'c1',
+      nodes.map((n) => ({ node: n.id, address: n.address })),
+    ),
+    [],
+    benchOptions,
+  );
   if (pushed.missing.length > 0) throw new Error(`configure failed: ${pushed.missing.join(', ')} did not acknowledge`);
   const session = tcpSession({ ...benchOptions, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
   await session.submit({ doc: 'warm', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'w' });
@@ -165,7 +180,11 @@ export interface OpenLoopResult {
  * the queueing it causes (no coordinated omission). At most `outstandingMax` requests are in
  * flight; a request due beyond that is counted as refused, never queued without bound.
  */
-export async function openLoop(address: string, o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload }, h: hdr.Histogram): Promise<OpenLoopResult> {
+export async function openLoop(
+  address: string,
+  o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload },
+  h: hdr.Histogram,
+): Promise<OpenLoopResult> {
   const workload = o.workload ?? defaultWorkload;
   const sources = Array.from({ length: o.docs }, (_, d) => messageSource(workload, d + 1, 'open'));
   assert(o.rate > 0 && o.connections > 0 && o.docs > 0, 'openLoop: rate, connections and docs must be positive');
@@ -357,7 +376,20 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
       const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
       ackedLost += Math.max(0, n - value);
     }
-    return { nodes: o.nodes, k: o.k, clients: o.clients, bucketMs: o.bucketMs, buckets, victim, killAtMs: Math.round(killAtMs), detectedAtMs, reconfiguredAtMs, firstCommitAfterKillMs, commits: acks.length, ackedLost };
+    return {
+      nodes: o.nodes,
+      k: o.k,
+      clients: o.clients,
+      bucketMs: o.bucketMs,
+      buckets,
+      victim,
+      killAtMs: Math.round(killAtMs),
+      detectedAtMs,
+      reconfiguredAtMs,
+      firstCommitAfterKillMs,
+      commits: acks.length,
+      ackedLost,
+    };
   } finally {
     await cluster.stop();
   }

@@ -17,12 +17,7 @@ const leaf: fc.Arbitrary<Json> = fc.oneof(
 function tree(nulls: boolean): fc.Arbitrary<JsonObject> {
   const { object } = fc.letrec<{ object: JsonObject; value: Json }>((tie) => ({
     object: fc.dictionary(key, tie('value'), { maxKeys: 5 }) as fc.Arbitrary<JsonObject>,
-    value: fc.oneof(
-      { depthSize: 'small', withCrossShrink: true },
-      leaf,
-      ...(nulls ? [fc.constant(null)] : []),
-      tie('object'),
-    ),
+    value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, ...(nulls ? [fc.constant(null)] : []), tie('object')),
   }));
   return object.map((value) => {
     const canonical = canonicalize(value, { dropNulls: !nulls });

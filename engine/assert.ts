@@ -15,8 +15,7 @@ export function assert(condition: unknown, message: string | (() => string)): as
 }
 
 /** True when expensive invariant checks should run (tests and simulations). */
-export const debugChecks: boolean =
-  typeof process !== 'undefined' && typeof process.env === 'object' && process.env.ADAMA_DEBUG === '1';
+export const debugChecks: boolean = typeof process !== 'undefined' && typeof process.env === 'object' && process.env.ADAMA_DEBUG === '1';
 
 /** An assertion whose check is too expensive for the hot path; evaluated only in debug runs. */
 export function debugAssert(check: () => boolean, message: string | (() => string)): void {

@@ -42,6 +42,7 @@ export interface OwnerRule {
 }
 export interface PolicyRule {
   readonly kind: 'policy';
+  // biome-ignore lint/suspicious/noExplicitAny: each document type's own state type; erased here
   readonly test: (viewer: Viewer, state: any) => boolean;
   readonly dynamic: true;
 }
@@ -81,18 +82,10 @@ export function collection(item: Rule): CollectionRule {
 // ---------------------------------------------------------------------------------------------
 // Channels
 
-export type DeepReadonly<T> = T extends (infer U)[]
-  ? readonly DeepReadonly<U>[]
-  : T extends object
-    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
-    : T;
+export type DeepReadonly<T> = T extends (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
 
 /** What a handler returns: an RFC 7396 merge patch of the state (null deletes a member). */
-export type MergePatch<T> = T extends readonly unknown[]
-  ? T
-  : T extends object
-    ? { [K in keyof T]?: MergePatch<T[K]> | null }
-    : T;
+export type MergePatch<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: MergePatch<T[K]> | null } : T;
 
 export interface ChannelContext<E extends string> {
   readonly doc: string;
@@ -109,15 +102,13 @@ export interface ChannelContext<E extends string> {
   reject(code: E, message: string): never;
 }
 
-export type Handler<S, P, E extends string> = (
-  state: DeepReadonly<S>,
-  payload: P,
-  ctx: ChannelContext<E>,
-) => MergePatch<S> | undefined | void;
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler may end without a return statement (no change)
+export type Handler<S, P, E extends string> = (state: DeepReadonly<S>, payload: P, ctx: ChannelContext<E>) => MergePatch<S> | undefined | void;
 
 export interface Channel {
   readonly name: string;
   readonly validator: Validator<unknown>;
+  // biome-ignore lint/suspicious/noExplicitAny: channels of every state and payload type live in one map
   readonly handler: Handler<any, any, string>;
 }
 
@@ -127,14 +118,7 @@ export type Computed<S> = (viewer: Viewer, state: DeepReadonly<S>) => Json;
 // Errors and limits
 
 /** Error codes the engine itself produces; document types add their own. */
-export const engineErrorCodes = [
-  'unknown_channel',
-  'invalid_payload',
-  'payload_too_large',
-  'handler_failed',
-  'invalid_patch',
-  'nondeterministic_call',
-] as const;
+export const engineErrorCodes = ['unknown_channel', 'invalid_payload', 'payload_too_large', 'handler_failed', 'invalid_patch', 'nondeterministic_call'] as const;
 export type EngineErrorCode = (typeof engineErrorCodes)[number];
 
 export interface DocumentLimits {
@@ -167,6 +151,7 @@ export interface DocumentSpec<S, E extends string> {
   readonly limits?: Partial<DocumentLimits>;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a DocumentType of unknown state is usable everywhere (registries, the chain)
 export class DocumentType<S extends object = any, E extends string = string> {
   readonly name: string;
   readonly initial: JsonObject;
@@ -200,6 +185,7 @@ export class DocumentType<S extends object = any, E extends string = string> {
   channel<P>(name: string, validator: Validator<P>, handler: Handler<S, P, E>): this {
     assert(/^[a-zA-Z][a-zA-Z0-9_]{0,63}$/.test(name), `${this.name}: channel name ${JSON.stringify(name)} is invalid`);
     assert(!this.channelsByName.has(name), `${this.name}: channel ${name} is defined twice`);
+    // biome-ignore lint/suspicious/noExplicitAny: see Channel.handler
     this.channelsByName.set(name, Object.freeze({ name, validator, handler: handler as Handler<any, any, string> }));
     return this;
   }
@@ -219,8 +205,6 @@ export class DocumentType<S extends object = any, E extends string = string> {
 }
 
 /** Defines a document type; add channels with `.channel(name, validator, handler)`. */
-export function defineDocument<S extends object, const E extends string = never>(
-  spec: DocumentSpec<S, E>,
-): DocumentType<S, E> {
+export function defineDocument<S extends object, const E extends string = never>(spec: DocumentSpec<S, E>): DocumentType<S, E> {
   return new DocumentType<S, E>(spec);
 }

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { movesArb } from './arbitraries.ts';
-import { defineDocument, DocumentType, pub } from './document.ts';
+import { defineDocument, type DocumentType, pub } from './document.ts';
 import { cardTable, chat, counter, documentTypes } from './documents/index.ts';
 import { execute, type Envelope, type Execution } from './execute.ts';
 import { canonicalize, jsonEqual, type JsonObject } from './json.ts';
@@ -110,8 +110,7 @@ test('ctx.random is seeded by (doc, seq, entropy); ctx.now is the envelope times
   for (const [i, viewer] of ['alice', 'bob'].entries()) {
     state = execute(cardTable, state, envelope('sit', {}, viewer, i + 1), 'e').state;
   }
-  const deal = (entropy: string, seq = 3, doc = 'doc-1') =>
-    JSON.stringify(execute(cardTable, state, { ...envelope('start', {}, 'alice', seq), doc }, entropy).state.deck);
+  const deal = (entropy: string, seq = 3, doc = 'doc-1') => JSON.stringify(execute(cardTable, state, { ...envelope('start', {}, 'alice', seq), doc }, entropy).state.deck);
   t.is(deal('e'), deal('e'));
   t.not(deal('e'), deal('f'), 'other entropy, other shuffle');
   t.not(deal('e', 3), deal('e', 4), 'other seq, other shuffle');
@@ -125,14 +124,7 @@ test('ctx.random is seeded by (doc, seq, entropy); ctx.now is the envelope times
 // ---------------------------------------------------------------------------------------------
 // Error paths: each gives a typed outcome, empty deltas, and the very same state object.
 
-function assertRejected(
-  t: import('ava').ExecutionContext,
-  type: DocumentType,
-  state: JsonObject,
-  env: Envelope,
-  code: string,
-  message?: RegExp,
-): void {
+function assertRejected(t: import('ava').ExecutionContext, type: DocumentType, state: JsonObject, env: Envelope, code: string, message?: RegExp): void {
   const result = execute(type, state, env, 'e');
   t.false(result.outcome.ok);
   if (!result.outcome.ok) {
@@ -175,24 +167,16 @@ test('error: payload over the size bound, in bytes or in nesting depth', (t) => 
 });
 
 test('error: a handler that throws changes nothing', (t) => {
-  const type = defineDocument({ name: 'thrower', initial: { n: 0 }, privacy: { n: pub } }).channel(
-    'boom',
-    v.object({}),
-    () => {
-      throw new Error('kaboom');
-    },
-  );
+  const type = defineDocument({ name: 'thrower', initial: { n: 0 }, privacy: { n: pub } }).channel('boom', v.object({}), () => {
+    throw new Error('kaboom');
+  });
   assertRejected(t, type, type.initial, envelope('boom', {}), 'handler_failed', /threw: kaboom/);
 });
 
 test('error: an async handler (a promise that rejects) changes nothing', async (t) => {
-  const type = defineDocument({ name: 'async', initial: { n: 0 }, privacy: { n: pub } }).channel(
-    'later',
-    v.object({}),
-    (async () => {
-      throw new Error('rejected later');
-    }) as never,
-  );
+  const type = defineDocument({ name: 'async', initial: { n: 0 }, privacy: { n: pub } }).channel('later', v.object({}), (async () => {
+    throw new Error('rejected later');
+  }) as never);
   assertRejected(t, type, type.initial, envelope('later', {}), 'handler_failed', /must be synchronous/);
   await new Promise((resolve) => setImmediate(resolve)); // no unhandled rejection escapes
 });
@@ -219,17 +203,57 @@ test('error: ctx.reject gives the typed document error; an undeclared code is a 
 });
 
 test('error: a handler returning something that is not a JSON merge patch', (t) => {
-  const returns = (value: () => unknown) =>
-    defineDocument({ name: 'bad-patch', initial: { n: 0 }, privacy: { n: pub } }).channel('go', v.object({}), value as never);
-  assertRejected(t, returns(() => 5), counter.initial, envelope('go', {}), 'invalid_patch', /must return a merge patch object/);
-  assertRejected(t, returns(() => ({ n: undefined })), counter.initial, envelope('go', {}), 'invalid_patch', /undefined is not JSON/);
-  assertRejected(t, returns(() => ({ n: Number.POSITIVE_INFINITY })), counter.initial, envelope('go', {}), 'invalid_patch');
-  assertRejected(t, returns(() => ({ n: () => 1 })), counter.initial, envelope('go', {}), 'invalid_patch', /function is not JSON/);
-  assertRejected(t, returns(() => ({ n: new Map() })), counter.initial, envelope('go', {}), 'invalid_patch', /plain objects/);
+  const returns = (value: () => unknown) => defineDocument({ name: 'bad-patch', initial: { n: 0 }, privacy: { n: pub } }).channel('go', v.object({}), value as never);
+  assertRejected(
+    t,
+    returns(() => 5),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+    /must return a merge patch object/,
+  );
+  assertRejected(
+    t,
+    returns(() => ({ n: undefined })),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+    /undefined is not JSON/,
+  );
+  assertRejected(
+    t,
+    returns(() => ({ n: Number.POSITIVE_INFINITY })),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+  );
+  assertRejected(
+    t,
+    returns(() => ({ n: () => 1 })),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+    /function is not JSON/,
+  );
+  assertRejected(
+    t,
+    returns(() => ({ n: new Map() })),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+    /plain objects/,
+  );
   let deep: Record<string, unknown> = {};
   const root = deep;
   for (let i = 0; i < 40; i++) deep = deep.d = {};
-  assertRejected(t, returns(() => root), counter.initial, envelope('go', {}), 'invalid_patch', /too deep/);
+  assertRejected(
+    t,
+    returns(() => root),
+    counter.initial,
+    envelope('go', {}),
+    'invalid_patch',
+    /too deep/,
+  );
 });
 
 test('error: document code has no route to Math.random, Date.now, new Date(), performance.now or crypto', (t) => {
@@ -244,18 +268,14 @@ test('error: document code has no route to Math.random, Date.now, new Date(), pe
     ['process.hrtime.bigint', () => process.hrtime.bigint()],
   ];
   for (const [name, call] of sources) {
-    const type = defineDocument({ name: 'cheater', initial: { n: 0 }, privacy: { n: pub } }).channel(
-      'roll',
-      v.object({}),
-      () => {
-        try {
-          call(); // even a caught trap fails the message
-        } catch {
-          return { n: 4 };
-        }
-        return { n: 5 };
-      },
-    );
+    const type = defineDocument({ name: 'cheater', initial: { n: 0 }, privacy: { n: pub } }).channel('roll', v.object({}), () => {
+      try {
+        call(); // even a caught trap fails the message
+      } catch {
+        return { n: 4 };
+      }
+      return { n: 5 };
+    });
     assertRejected(t, type, type.initial, envelope('roll', {}), 'nondeterministic_call', new RegExp(name.replace(/[.()]/g, '\\$&')));
   }
   // The traps are gone afterwards, and a date from a timestamp is still allowed inside.
@@ -269,14 +289,10 @@ test('error: document code has no route to Math.random, Date.now, new Date(), pe
 });
 
 test('a handler that mutates its input fails alike on a copying head and an in-place tail (debug runs)', (t) => {
-  const type = defineDocument({ name: 'mutator', initial: { items: [] as string[] }, privacy: { items: pub } }).channel(
-    'push',
-    v.object({ x: v.string() }),
-    (state) => {
-      (state.items as string[]).push('sneaky');
-      return { items: state.items as string[] };
-    },
-  );
+  const type = defineDocument({ name: 'mutator', initial: { items: [] as string[] }, privacy: { items: pub } }).channel('push', v.object({ x: v.string() }), (state) => {
+    (state.items as string[]).push('sneaky');
+    return { items: state.items as string[] };
+  });
   const head = execute(type, type.initial, envelope('push', { x: 'a' }), 'e');
   const tailState = type.createState();
   const tail = execute(type, tailState, envelope('push', { x: 'a' }), 'e', { inPlace: true });
@@ -287,8 +303,7 @@ test('a handler that mutates its input fails alike on a copying head and an in-p
 });
 
 test('document code reached through a returned getter, a Date instance or an assignment is still sealed', (t) => {
-  const sneaky = (handler: () => unknown) =>
-    defineDocument({ name: 'sneaky', initial: { n: 0 }, privacy: { n: pub } }).channel('go', v.object({}), handler as never);
+  const sneaky = (handler: () => unknown) => defineDocument({ name: 'sneaky', initial: { n: 0 }, privacy: { n: pub } }).channel('go', v.object({}), handler as never);
   const getter = sneaky(() => ({
     get n() {
       return Math.random();
@@ -340,8 +355,7 @@ test('error: card-table rejects each illegal move with its typed error', (t) => 
 });
 
 test('error: chat not_a_member, unknown_recipient and room_full; counter out_of_range and too_many_contributors', (t) => {
-  const send = (type: DocumentType, state: JsonObject, viewer: string, channel: string, payload: unknown, seq = 1) =>
-    execute(type, state, envelope(channel, payload, viewer, seq), 'e');
+  const send = (type: DocumentType, state: JsonObject, viewer: string, channel: string, payload: unknown, seq = 1) => execute(type, state, envelope(channel, payload, viewer, seq), 'e');
   assertRejected(t, chat, chat.initial, envelope('say', { text: 'hi' }), 'not_a_member', /join the room/);
   assertRejected(t, chat, chat.initial, envelope('leave', {}), 'not_a_member');
   const joined = send(chat, chat.initial, 'alice', 'join', {}).state;

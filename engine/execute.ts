@@ -67,13 +67,7 @@ class Rejection extends Error {
   }
 }
 
-export function execute(
-  type: DocumentType,
-  state: JsonObject,
-  envelope: Envelope,
-  entropy: string,
-  options: ExecuteOptions = {},
-): Execution {
+export function execute(type: DocumentType, state: JsonObject, envelope: Envelope, entropy: string, options: ExecuteOptions = {}): Execution {
   assert(isObject(state), 'execute: state must be an object');
   assert(Number.isSafeInteger(envelope.seq) && envelope.seq >= 1, () => `execute: bad seq ${envelope.seq}`);
   assert(Number.isSafeInteger(envelope.timestamp), () => `execute: bad timestamp ${envelope.timestamp}`);
@@ -163,10 +157,7 @@ export function execute(
   }
 
   if (violations.names.length > 0) {
-    return failed(
-      'nondeterministic_call',
-      `handler ${channel.name} called ${violations.names.join(', ')}; use ctx.random() and ctx.now instead`,
-    );
+    return failed('nondeterministic_call', `handler ${channel.name} called ${violations.names.join(', ')}; use ctx.random() and ctx.now instead`);
   }
   if (rejection !== undefined) {
     if (!type.errors.has(rejection.code)) {

@@ -100,7 +100,11 @@ test('RFC 7396 appendix A examples', (t) => {
     [{ a: 'c' }, { a: ['b'] }, { a: ['b'] }],
     [{ a: { b: 'c' } }, { a: { b: 'd', c: null } }, { a: { b: 'd' } }],
     [{ a: [{ b: 'c' }] }, { a: [1] }, { a: [1] }],
-    [['a', 'b'], ['c', 'd'], ['c', 'd']],
+    [
+      ['a', 'b'],
+      ['c', 'd'],
+      ['c', 'd'],
+    ],
     [{ a: 'b' }, ['c'], ['c']],
     [{ a: 'foo' }, null, null],
     [{ a: 'foo' }, 'bar', 'bar'],
@@ -148,7 +152,7 @@ test('key order is a function of the patch history, through a JSON snapshot too'
         for (const p of patches) direct = applyObject(p, direct);
         // Another replica: a snapshot part way through, then the remaining patches in place.
         let other: JsonObject = s;
-        patches.slice(0, cut).forEach((p) => (other = applyObject(p, other)));
+        for (const p of patches.slice(0, cut)) other = applyObject(p, other);
         const restored = JSON.parse(JSON.stringify(other)) as JsonObject;
         for (const p of patches.slice(cut)) applyInPlace(p, restored);
         return JSON.stringify(direct) === JSON.stringify(restored);

@@ -54,7 +54,7 @@ function applyAt(patch: Patch, target: Json | undefined): Json {
   if (changes === undefined && addedKeys === undefined) return base === target ? base : freeze({});
   const out: JsonObject = {};
   for (const key in base) {
-    if (changes !== undefined && changes.has(key)) {
+    if (changes?.has(key)) {
       const value = changes.get(key);
       if (value !== undefined) put(out, key, value);
     } else put(out, key, base[key] as Json);
@@ -159,10 +159,7 @@ export function compose(p: Patch, q: Patch): Patch {
 function composeAt(p: Patch, q: Patch, path: string): Patch {
   if (!isObject(q)) return q;
   if (!isObject(p)) {
-    throw new PatchError(
-      `cannot compose at ${path === '' ? 'the root' : path}: the first patch replaces the value with ` +
-        `${JSON.stringify(p)} and the second merges an object into it`,
-    );
+    throw new PatchError(`cannot compose at ${path === '' ? 'the root' : path}: the first patch replaces the value with ` + `${JSON.stringify(p)} and the second merges an object into it`);
   }
   const out: JsonObject = {};
   for (const key in p) {

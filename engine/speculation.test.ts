@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { movesArb } from './arbitraries.ts';
-import { DocumentType, collection, defineDocument, pub, record } from './document.ts';
+import { type DocumentType, collection, defineDocument, pub, record } from './document.ts';
 import { cardTable, chat, counter, documentTypes } from './documents/index.ts';
 import { findLeaks } from './documents/secrets.ts';
 import { LimitError } from './errors.ts';
@@ -249,7 +249,10 @@ test('drop(seq) rebases later messages and returns the rollback delta', (t) => {
   t.true(rebased);
   t.deepEqual(rollback, { contributions: { alice: 6 }, value: 6 });
   t.is(spec.speculative.value, 6);
-  t.deepEqual(spec.queue.map((p) => p.seq), [1, 3]);
+  t.deepEqual(
+    spec.queue.map((p) => p.seq),
+    [1, 3],
+  );
   const all = spec.dropAll();
   t.deepEqual(all.dropped, [1, 3]);
   t.deepEqual(all.rollback, { contributions: { alice: null }, value: 0 });

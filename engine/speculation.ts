@@ -120,11 +120,7 @@ export class Speculation {
       dropped.push((this.pending.shift() as Pending).seq);
     }
     const head = this.pending[0];
-    const matches =
-      head !== undefined &&
-      head.seq === seq &&
-      jsonEqual(head.execution.redo, delta.redo) &&
-      sameOutcome(head.execution.outcome, delta.outcome);
+    const matches = head !== undefined && head.seq === seq && jsonEqual(head.execution.redo, delta.redo) && sameOutcome(head.execution.outcome, delta.outcome);
     if (head !== undefined && head.seq === seq) this.pending.shift();
     this.confirmedSeqValue = seq;
     if (matches && dropped.length === 0) {
@@ -174,10 +170,7 @@ export class Speculation {
       this.pending[i] = { seq: entry.seq, envelope: entry.envelope, execution };
       state = execution.state;
     }
-    debugAssert(
-      () => this.pending.every((entry, i) => i === 0 || (this.pending[i - 1] as Pending).seq < entry.seq),
-      'Speculation: queue seqs are not increasing',
-    );
+    debugAssert(() => this.pending.every((entry, i) => i === 0 || (this.pending[i - 1] as Pending).seq < entry.seq), 'Speculation: queue seqs are not increasing');
   }
 }
 

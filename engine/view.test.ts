@@ -105,8 +105,16 @@ test('a policy or computed value that throws hides its value instead of breaking
   const fragile = defineDocument({
     name: 'fragile',
     initial: { a: 1 },
-    privacy: { a: policy(() => { throw new Error('policy bug'); }) },
-    computed: { c: () => { throw new Error('computed bug'); } },
+    privacy: {
+      a: policy(() => {
+        throw new Error('policy bug');
+      }),
+    },
+    computed: {
+      c: () => {
+        throw new Error('computed bug');
+      },
+    },
   });
   t.deepEqual(view(fragile, fragile.initial, 'x'), { a: null, c: null });
 });

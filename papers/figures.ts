@@ -31,7 +31,7 @@ const palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b
 export const seriesMax = palette.length;
 export const pointsPerSeriesMax = 10_000;
 
-const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const escapeXml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** A short label for a tick value: 0.25, 3, 1.2k, 40k. */
 export function tickLabel(v: number): string {
@@ -80,22 +80,36 @@ export function lineChart(chart: Chart): string {
   const py = (y: number): number => margin.top + plotH - ((y - yMin) / (yMax - yMin)) * plotH;
   const f = (n: number): string => n.toFixed(1);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${chartWidth} ${chartHeight}" width="${chartWidth}" height="${chartHeight}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${chartWidth} ${chartHeight}" width="${chartWidth}" height="${chartHeight}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${chartWidth}" height="${chartHeight}" fill="white"/>`);
-  out.push(`<text x="${chartWidth / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escape(chart.title)}</text>`);
-  for (const t of yTicks) out.push(`<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${f(py(t))}" y2="${f(py(t))}" stroke="#e5e5e5"/><text x="${margin.left - 6}" y="${f(py(t) + 4)}" text-anchor="end">${tickLabel(t)}</text>`);
-  for (const t of xTicks) if (t >= xMin && t <= xMax) out.push(`<line x1="${f(px(t))}" x2="${f(px(t))}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="#e5e5e5"/><text x="${f(px(t))}" y="${margin.top + plotH + 16}" text-anchor="middle">${tickLabel(t)}</text>`);
+  out.push(`<text x="${chartWidth / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(chart.title)}</text>`);
+  for (const t of yTicks)
+    out.push(
+      `<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${f(py(t))}" y2="${f(py(t))}" stroke="#e5e5e5"/><text x="${margin.left - 6}" y="${f(py(t) + 4)}" text-anchor="end">${tickLabel(t)}</text>`,
+    );
+  for (const t of xTicks)
+    if (t >= xMin && t <= xMax)
+      out.push(
+        `<line x1="${f(px(t))}" x2="${f(px(t))}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="#e5e5e5"/><text x="${f(px(t))}" y="${margin.top + plotH + 16}" text-anchor="middle">${tickLabel(t)}</text>`,
+      );
   out.push(`<rect x="${margin.left}" y="${margin.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#333"/>`);
-  out.push(`<text x="${margin.left + plotW / 2}" y="${chartHeight - 14}" text-anchor="middle">${escape(chart.xLabel)}</text>`);
-  out.push(`<text transform="translate(18 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(chart.yLabel)}</text>`);
-  for (const m of chart.marks ?? []) out.push(`<line x1="${f(px(m.x))}" x2="${f(px(m.x))}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="#555" stroke-dasharray="2 3"/><text x="${f(px(m.x) + 3)}" y="${margin.top + 12 + 13 * (chart.marks ?? []).indexOf(m)}" font-size="11" fill="#333">${escape(m.label)}</text>`);
+  out.push(`<text x="${margin.left + plotW / 2}" y="${chartHeight - 14}" text-anchor="middle">${escapeXml(chart.xLabel)}</text>`);
+  out.push(`<text transform="translate(18 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeXml(chart.yLabel)}</text>`);
+  for (const m of chart.marks ?? [])
+    out.push(
+      `<line x1="${f(px(m.x))}" x2="${f(px(m.x))}" y1="${margin.top}" y2="${margin.top + plotH}" stroke="#555" stroke-dasharray="2 3"/><text x="${f(px(m.x) + 3)}" y="${margin.top + 12 + 13 * (chart.marks ?? []).indexOf(m)}" font-size="11" fill="#333">${escapeXml(m.label)}</text>`,
+    );
   chart.series.forEach((s, i) => {
     const color = palette[i] as string;
     const d = s.points.map(([x, y], j) => `${j === 0 ? 'M' : 'L'}${f(px(x))} ${f(py(y))}`).join(' ');
     out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
     if (s.points.length <= 12) for (const [x, y] of s.points) out.push(`<circle cx="${f(px(x))}" cy="${f(py(y))}" r="3" fill="${color}"/>`);
     const ly = margin.top + 8 + i * 20;
-    out.push(`<line x1="${margin.left + plotW + 12}" x2="${margin.left + plotW + 36}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/><text x="${margin.left + plotW + 42}" y="${ly + 4}">${escape(s.name)}</text>`);
+    out.push(
+      `<line x1="${margin.left + plotW + 12}" x2="${margin.left + plotW + 36}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/><text x="${margin.left + plotW + 42}" y="${ly + 4}">${escapeXml(s.name)}</text>`,
+    );
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;

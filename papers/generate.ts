@@ -65,7 +65,10 @@ figures['optimistic-cdf'] = lineChart({
   xLog: true,
   yMin: 0,
   yMax: 1,
-  series: k3.map((c) => ({ name: c.scenario === 'views-speculative' ? 'speculative view' : 'commit ack', points: c.points.filter(([q]) => q > 0).map(([q, v]) => [Math.max(v, 0.01), q / 100] as [number, number]) })),
+  series: k3.map((c) => ({
+    name: c.scenario === 'views-speculative' ? 'speculative view' : 'commit ack',
+    points: c.points.filter(([q]) => q > 0).map(([q, v]) => [Math.max(v, 0.01), q / 100] as [number, number]),
+  })),
 });
 const kSeries = (scenario: string, name: string): Series => ({ name, points: chainKs.map((k) => [k, row(`chain k=${k}`, scenario).commitsPerSecond] as [number, number]) });
 figures['throughput-vs-chain-length'] = lineChart({
@@ -110,20 +113,70 @@ figures['failover-timeline'] = lineChart({
 const tables: Record<string, string> = {};
 const scenarios = [...new Set(bench.rows.map((r) => r.scenario))];
 tables.throughput = markdownTable(systems.map((system) => ({ system, ...Object.fromEntries(scenarios.map((s) => [`${s} commits/s`, row(system, s).commitsPerSecond])) })));
-tables.latency = markdownTable(systems.flatMap((system) => ['c1-many', 'c16-many', 'c64-hot'].map((s) => ({ system, scenario: s, 'p50 ms': row(system, s).p50Ms, 'p90 ms': row(system, s).p90Ms, 'p99 ms': row(system, s).p99Ms, 'p99.9 ms': row(system, s).p999Ms }))));
-tables.cpu = markdownTable(systems.map((system) => {
-  const c = row(system, 'c64-many');
-  const k = /^chain k=(\d+)/.exec(system);
-  return { system, 'commits/s (64 clients)': c.commitsPerSecond, 'server CPU µs/commit': c.serverCpuUs, 'per process µs/commit': k === null ? '–' : String(Math.round(c.serverCpuUs / Number(k[1]))), 'generator CPU µs/commit': c.generatorCpuUs, 'CPU-bound ceiling/s': Math.round((bench.machine.cpus * 1e6) / (c.serverCpuUs + c.generatorCpuUs)) };
-}));
-tables.views = markdownTable(bench.views.map((v) => ({ system: v.system, 'speculative p50 ms': v.speculativeP50Ms, 'commit p50 ms': v.commitP50Ms, ratio: x2(v.speculativeP50Ms / v.commitP50Ms), 'speculative p99 ms': v.speculativeP99Ms, 'commit p99 ms': v.commitP99Ms })));
-tables.openloop = markdownTable(bench.openLoop.map((o) => ({ system: o.system, 'offered/s': o.ratePerSecond, 'committed/s': o.commitsPerSecond, refused: o.refused, 'p50 ms': o.p50Ms, 'p90 ms': o.p90Ms, 'p99 ms': o.p99Ms, 'p99.9 ms': o.p999Ms })));
+tables.latency = markdownTable(
+  systems.flatMap((system) =>
+    ['c1-many', 'c16-many', 'c64-hot'].map((s) => ({
+      system,
+      scenario: s,
+      'p50 ms': row(system, s).p50Ms,
+      'p90 ms': row(system, s).p90Ms,
+      'p99 ms': row(system, s).p99Ms,
+      'p99.9 ms': row(system, s).p999Ms,
+    })),
+  ),
+);
+tables.cpu = markdownTable(
+  systems.map((system) => {
+    const c = row(system, 'c64-many');
+    const k = /^chain k=(\d+)/.exec(system);
+    return {
+      system,
+      'commits/s (64 clients)': c.commitsPerSecond,
+      'server CPU µs/commit': c.serverCpuUs,
+      'per process µs/commit': k === null ? '–' : String(Math.round(c.serverCpuUs / Number(k[1]))),
+      'generator CPU µs/commit': c.generatorCpuUs,
+      'CPU-bound ceiling/s': Math.round((bench.machine.cpus * 1e6) / (c.serverCpuUs + c.generatorCpuUs)),
+    };
+  }),
+);
+tables.views = markdownTable(
+  bench.views.map((v) => ({
+    system: v.system,
+    'speculative p50 ms': v.speculativeP50Ms,
+    'commit p50 ms': v.commitP50Ms,
+    ratio: x2(v.speculativeP50Ms / v.commitP50Ms),
+    'speculative p99 ms': v.speculativeP99Ms,
+    'commit p99 ms': v.commitP99Ms,
+  })),
+);
+tables.openloop = markdownTable(
+  bench.openLoop.map((o) => ({
+    system: o.system,
+    'offered/s': o.ratePerSecond,
+    'committed/s': o.commitsPerSecond,
+    refused: o.refused,
+    'p50 ms': o.p50Ms,
+    'p90 ms': o.p90Ms,
+    'p99 ms': o.p99Ms,
+    'p99.9 ms': o.p999Ms,
+  })),
+);
 const r = bench.ratios;
 // The five goals the issue set: each ratio with its bound, stated once for the table and the count.
 const goals: { ratio: string; measured: number; goal: string; met: boolean }[] = [
   { ratio: 'chain k=3 sync commit p50 ÷ MySQL flush=1 p50 (16 clients)', measured: r.k3SyncP50OverMysqlFlush1P50 as number, goal: '≤ 1', met: (r.k3SyncP50OverMysqlFlush1P50 as number) <= 1 },
-  { ratio: 'chain k=3 ÷ MySQL flush=1 throughput, 64 clients, many documents', measured: r.chainK3ThroughputOverMysqlManyDocs64 as number, goal: '≥ 3', met: (r.chainK3ThroughputOverMysqlManyDocs64 as number) >= 3 },
-  { ratio: 'chain k=3 ÷ MySQL flush=1 throughput, 64 clients, one hot document', measured: r.chainK3ThroughputOverMysqlHotDoc64 as number, goal: '≥ 10', met: (r.chainK3ThroughputOverMysqlHotDoc64 as number) >= 10 },
+  {
+    ratio: 'chain k=3 ÷ MySQL flush=1 throughput, 64 clients, many documents',
+    measured: r.chainK3ThroughputOverMysqlManyDocs64 as number,
+    goal: '≥ 3',
+    met: (r.chainK3ThroughputOverMysqlManyDocs64 as number) >= 3,
+  },
+  {
+    ratio: 'chain k=3 ÷ MySQL flush=1 throughput, 64 clients, one hot document',
+    measured: r.chainK3ThroughputOverMysqlHotDoc64 as number,
+    goal: '≥ 10',
+    met: (r.chainK3ThroughputOverMysqlHotDoc64 as number) >= 10,
+  },
   { ratio: 'k=3 speculative-view p50 ÷ commit p50', measured: r.k3SpeculativeP50OverCommitP50 as number, goal: '≤ 0.2', met: (r.k3SpeculativeP50OverCommitP50 as number) <= 0.2 },
   { ratio: `throughput k=${kMax} ÷ k=${kMin}, 64 clients`, measured: r.throughputK5OverK1Clients64 as number, goal: '≥ 0.8', met: (r.throughputK5OverK1Clients64 as number) >= 0.8 },
 ];
@@ -133,7 +186,15 @@ tables.failover = markdownTable([
   ...failover.summary.map((s) => ({ killed: s.role, kills: s.runs, 'median detection ms': s.medianDetectMs, 'median first new commit ms': s.medianFirstCommitMs })),
   { killed: '**all**', kills: failover.summary.reduce((a, s) => a + s.runs, 0), 'median detection ms': failover.all.medianDetectMs, 'median first new commit ms': failover.all.medianFirstCommitMs },
 ]);
-tables.planted = markdownTable(sims.planted.map((p) => ({ 'planted bug': `\`${p.bug}\``, 'caught by': p.invariant, seeds: `${p.seedsCaught}/${p.seeds}`, 'runs to first catch': p.runsToCatchMin === p.runsToCatchMax ? String(p.runsToCatchMin) : `${p.runsToCatchMin}–${p.runsToCatchMax}`, 'shrunk schedule lines': p.shrunkScheduleLines })));
+tables.planted = markdownTable(
+  sims.planted.map((p) => ({
+    'planted bug': `\`${p.bug}\``,
+    'caught by': p.invariant,
+    seeds: `${p.seedsCaught}/${p.seeds}`,
+    'runs to first catch': p.runsToCatchMin === p.runsToCatchMax ? String(p.runsToCatchMin) : `${p.runsToCatchMin}–${p.runsToCatchMax}`,
+    'shrunk schedule lines': p.shrunkScheduleLines,
+  })),
+);
 tables.simulation = markdownTable([
   { measure: 'scenarios (seed 1)', value: n0(sims.clean.runs) },
   { measure: 'simulated events', value: n0(sims.clean.events) },
@@ -145,7 +206,13 @@ tables.simulation = markdownTable([
   { measure: 'running nodes declared dead within 2 s of a fault anywhere (cut off, slowed or paused)', value: n0(sims.clean.deathsWhileCutOff) },
 ]);
 const sources = [
-  { file: `benchmarks/results/${benchName}.json`, command: bench.settings.quick ? 'npm run bench -- --quick' : 'npm run bench', date: bench.date.slice(0, 10), commit: bench.commit, cpu: `${bench.machine.cpus} × ${bench.machine.cpuModel}` },
+  {
+    file: `benchmarks/results/${benchName}.json`,
+    command: bench.settings.quick ? 'npm run bench -- --quick' : 'npm run bench',
+    date: bench.date.slice(0, 10),
+    commit: bench.commit,
+    cpu: `${bench.machine.cpus} × ${bench.machine.cpuModel}`,
+  },
   { file: 'benchmarks/results/failover.json', command: 'npm run failover', date: failover.date.slice(0, 10), commit: failover.commit, cpu: `${failover.machine.cpus} × ${failover.machine.cpuModel}` },
   { file: 'benchmarks/results/simulations.json', command: 'npm run simulate:report', date: sims.date.slice(0, 10), commit: sims.commit, cpu: `${sims.machine.cpus} × ${sims.machine.cpuModel}` },
 ];
@@ -236,7 +303,10 @@ for (const name of Object.keys(figures)) values[`figure:${name}`] = `![${name.re
 
 const source = readFileSync(path.join(here, 'adama-chain.src.md'), 'utf8');
 const banner = '<!-- Generated by `npm run paper` from papers/adama-chain.src.md and benchmarks/results/*.json. Edit the source, not this file. -->\n';
-const outputs = new Map<string, string>([[path.join(here, 'adama-chain.md'), banner + fill(source, values)], ...Object.entries(figures).map(([name, svg]) => [path.join(here, 'figures', `${name}.svg`), svg] as [string, string])]);
+const outputs = new Map<string, string>([
+  [path.join(here, 'adama-chain.md'), banner + fill(source, values)],
+  ...Object.entries(figures).map(([name, svg]) => [path.join(here, 'figures', `${name}.svg`), svg] as [string, string]),
+]);
 if (args.check === true) {
   const stale = [...outputs].filter(([file, text]) => !existsSync(file) || readFileSync(file, 'utf8') !== text).map(([file]) => path.relative(path.join(here, '..'), file));
   if (stale.length > 0) {

@@ -4,7 +4,10 @@ import { proseClaims, type Bench } from './inputs.ts';
 
 const committed = JSON.parse(readFileSync(new URL('../benchmarks/results/bench.json', import.meta.url), 'utf8')) as Bench;
 const copy = (): Bench => structuredClone(committed);
-const broken = (bench: Bench): string[] => proseClaims(bench, 'bench').filter(([, holds]) => !holds).map(([claim]) => claim);
+const broken = (bench: Bench): string[] =>
+  proseClaims(bench, 'bench')
+    .filter(([, holds]) => !holds)
+    .map(([claim]) => claim);
 
 test('every direction the prose states holds for the committed bench.json', (t) => {
   t.deepEqual(broken(committed), []);

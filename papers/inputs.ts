@@ -1,10 +1,47 @@
 // The benchmark JSON that npm run paper reads, its accessors, and the directions the paper's
 // prose states in words, checked against the data.
 
-export interface Row { system: string; scenario: string; clients: number; docs: number; commitsPerSecond: number; serverCpuUs: number; generatorCpuUs: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
-export interface View { system: string; clients: number; speculativeP50Ms: number; commitP50Ms: number; speculativeP99Ms: number; commitP99Ms: number }
-export interface Open { system: string; ratePerSecond: number; connections: number; docs: number; commitsPerSecond: number; refused: number; failed: number; p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number }
-export interface Machine { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string }
+export interface Row {
+  system: string;
+  scenario: string;
+  clients: number;
+  docs: number;
+  commitsPerSecond: number;
+  serverCpuUs: number;
+  generatorCpuUs: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+}
+export interface View {
+  system: string;
+  clients: number;
+  speculativeP50Ms: number;
+  commitP50Ms: number;
+  speculativeP99Ms: number;
+  commitP99Ms: number;
+}
+export interface Open {
+  system: string;
+  ratePerSecond: number;
+  connections: number;
+  docs: number;
+  commitsPerSecond: number;
+  refused: number;
+  failed: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+}
+export interface Machine {
+  cpus: number;
+  cpuModel: string;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+}
 export interface Bench {
   date: string;
   commit: string;
@@ -14,7 +51,20 @@ export interface Bench {
   views: View[];
   openLoop: Open[];
   ratios: Record<string, number>;
-  timeline: { nodes: number; k: number; clients: number; bucketMs: number; buckets: { tMs: number; commitsPerSecond: number }[]; victim: string; killAtMs: number; detectedAtMs: number; reconfiguredAtMs: number; firstCommitAfterKillMs: number; commits: number; ackedLost: number };
+  timeline: {
+    nodes: number;
+    k: number;
+    clients: number;
+    bucketMs: number;
+    buckets: { tMs: number; commitsPerSecond: number }[];
+    victim: string;
+    killAtMs: number;
+    detectedAtMs: number;
+    reconfiguredAtMs: number;
+    firstCommitAfterKillMs: number;
+    commits: number;
+    ackedLost: number;
+  };
   cdfs: { system: string; scenario: string; points: [number, number][] }[];
 }
 export interface Failover {
@@ -67,17 +117,29 @@ export function proseClaims(bench: Bench, benchName: string): [string, boolean][
   const t = bench.timeline;
   const chainP50 = (k: number, scenario: string): number => row(`chain k=${k}`, scenario).p50Ms;
   return [
-    ['abstract, 5.1, 7: with k >= 2 on independent documents (16 clients) the chain p50 exceeds MySQL flush=1', chainKs.filter((k) => k >= 2).every((k) => chainP50(k, manyScenario) > row('mysql flush=1', manyScenario).p50Ms)],
+    [
+      'abstract, 5.1, 7: with k >= 2 on independent documents (16 clients) the chain p50 exceeds MySQL flush=1',
+      chainKs.filter((k) => k >= 2).every((k) => chainP50(k, manyScenario) > row('mysql flush=1', manyScenario).p50Ms),
+    ],
     ['5.1: with k = 1 (16 clients) the chain p50 is below MySQL flush=1', chainP50(1, manyScenario) < row('mysql flush=1', manyScenario).p50Ms],
     ['5.1: on one hot document the k = 3 chain p50 is below MySQL flush=1', chainP50(3, 'c64-hot') < row('mysql flush=1', 'c64-hot').p50Ms],
-    ['5.2: throughput (64 clients, many documents) falls with each step of chain length', chainKs.every((k, i) => i === 0 || row(`chain k=${k}`, 'c64-many').commitsPerSecond < row(`chain k=${chainKs[i - 1]}`, 'c64-many').commitsPerSecond)],
+    [
+      '5.2: throughput (64 clients, many documents) falls with each step of chain length',
+      chainKs.every((k, i) => i === 0 || row(`chain k=${k}`, 'c64-many').commitsPerSecond < row(`chain k=${chainKs[i - 1]}`, 'c64-many').commitsPerSecond),
+    ],
     ['abstract: k = 5 is far from a flat line (below 0.8 of k = 1)', (r.throughputK5OverK1Clients64 as number) < 0.8],
-    ['5.2: a hot document costs the k = 3 chain little (at least 0.8 of its many-document throughput)', row('chain k=3', 'c64-hot').commitsPerSecond >= 0.8 * row('chain k=3', 'c64-many').commitsPerSecond],
+    [
+      '5.2: a hot document costs the k = 3 chain little (at least 0.8 of its many-document throughput)',
+      row('chain k=3', 'c64-hot').commitsPerSecond >= 0.8 * row('chain k=3', 'c64-many').commitsPerSecond,
+    ],
     ['5.2: k = 3 and MySQL flush=1 spend similar CPU per commit (within 30%)', Math.abs(row('chain k=3', 'c64-many').serverCpuUs / row('mysql flush=1', 'c64-many').serverCpuUs - 1) < 0.3],
     ['5.2: the many-document ratio sits near 1 rather than 3 (below 1.5)', (r.chainK3ThroughputOverMysqlManyDocs64 as number) < 1.5],
     ['5.3: the speculative p50 grows with k (k max above k = 1)', view(`chain k=${kMax}`).speculativeP50Ms > view('chain k=1').speculativeP50Ms],
     ['5.4: no open-loop request was refused', bench.openLoop.every((o) => o.refused === 0 && o.failed === 0)],
-    ['5.5: throughput drops to zero between the kill and the first new commit', t.buckets.some((b) => b.tMs >= t.killAtMs && b.tMs + t.bucketMs <= t.killAtMs + t.firstCommitAfterKillMs && b.commitsPerSecond === 0)],
+    [
+      '5.5: throughput drops to zero between the kill and the first new commit',
+      t.buckets.some((b) => b.tMs >= t.killAtMs && b.tMs + t.bucketMs <= t.killAtMs + t.firstCommitAfterKillMs && b.commitsPerSecond === 0),
+    ],
     ['6.3: k = 1 spends less CPU per commit than MySQL flush=1', row('chain k=1', 'c64-many').serverCpuUs < row('mysql flush=1', 'c64-many').serverCpuUs],
   ];
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium, type Page } from 'playwright-core';
+import { chromium } from 'playwright-core';
 import { startDemo } from './demo.ts';
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -21,7 +21,11 @@ const data = mkdtempSync(path.join(tmpdir(), 'adama-e2e-'));
 const step = (line: string): void => console.log(`e2e: ${line}`);
 
 const demo = await startDemo({ nodes: 3, chains: 3, k: 3, port: 0, dataDir: data, restartAfterMs: 1_500 });
-const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+const browser = await chromium.launch({
+  executablePath: chromiumPath,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
@@ -48,7 +52,12 @@ try {
   for (const v of ['alice', 'bob', 'carol']) await pane(v).locator('.badge', { hasText: 'confirmed' }).waitFor({ timeout: 15_000 });
   step('three panes connected (alice, bob, carol the spectator)');
 
-  const acked = (viewer: string, count: number) => page.waitForFunction(([v, n]) => (window as unknown as { __timings: { viewer: string; confirmedMs?: number }[] }).__timings.filter((t) => t.viewer === v && t.confirmedMs !== undefined).length >= (n as number), [viewer, count], { timeout: 30_000 });
+  const acked = (viewer: string, count: number) =>
+    page.waitForFunction(
+      ([v, n]) => (window as unknown as { __timings: { viewer: string; confirmedMs?: number }[] }).__timings.filter((t) => t.viewer === v && t.confirmedMs !== undefined).length >= (n as number),
+      [viewer, count],
+      { timeout: 30_000 },
+    );
   await pane('alice').locator('[data-action=sit]').click();
   await acked('alice', 1);
   await pane('bob').locator('[data-action=sit]').click();
@@ -78,7 +87,7 @@ try {
   assert.deepEqual(inFrames('carol', [...aliceCards, ...bobCards]), [], 'a WebSocket frame to the spectator held a card');
   assert.deepEqual(inFrames('alice', bobCards), [], "a WebSocket frame to alice held bob's cards");
   assert.ok((frames.get('alice') ?? []).length > 0 && (frames.get('bob') ?? []).length > 0, 'no WebSocket frames were seen: the check would be empty');
-  step('neither player sees the other one\'s cards, in the DOM or in any WebSocket frame');
+  step("neither player sees the other one's cards, in the DOM or in any WebSocket frame");
 
   // A play with a visible gap: 400 ms added to every forward along the chain.
   await page.evaluate(() => fetch('/api/latency', { method: 'POST', body: JSON.stringify({ ms: 400 }) }));
@@ -108,7 +117,9 @@ try {
     await pane('alice').locator('[data-action=say]').click();
     await acked('alice', 2 + i);
   }
-  const timings = (await page.evaluate(() => (window as unknown as { __timings: { label: string; speculativeMs?: number; confirmedMs?: number }[] }).__timings)).filter((t) => t.label.startsWith('say'));
+  const timings = (await page.evaluate(() => (window as unknown as { __timings: { label: string; speculativeMs?: number; confirmedMs?: number }[] }).__timings)).filter((t) =>
+    t.label.startsWith('say'),
+  );
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] as number;
   const speculativeP50 = median(timings.map((t) => t.speculativeMs ?? Number.NaN));
   const confirmedP50 = median(timings.map((t) => t.confirmedMs ?? Number.NaN));
@@ -130,7 +141,11 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-pane=bob]')?.textContent?.includes('after-kill-9'), undefined, { timeout: 20_000 });
   await page.screenshot({ path: path.join(shots, '4-after-kill.png') });
   const all = await page.evaluate(() => (window as unknown as { __timings: { label: string; error?: string; seq?: number }[] }).__timings);
-  assert.deepEqual(all.filter((t) => t.error !== undefined), [], 'a move failed');
+  assert.deepEqual(
+    all.filter((t) => t.error !== undefined),
+    [],
+    'a move failed',
+  );
   const seqs = all.filter((t) => t.seq !== undefined).map((t) => t.seq);
   assert.equal(new Set(seqs).size, seqs.length, 'two moves got the same seq');
   const bobText = await pane('bob').innerText();

@@ -73,7 +73,13 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
         chains: [...cluster.manager.configs.values()].map((c) => ({ chain: c.chain, epoch: c.epoch, members: c.members.map((m) => m.node) })),
         docChain: chain,
         forwardDelayMs: demoState.forwardDelayMs,
-        events: cluster.events.slice(-12).map((e) => (e.kind === 'member' ? `${new Date(e.at).toISOString().slice(11, 23)} ${e.node} ${e.state}` : `${new Date(e.at).toISOString().slice(11, 23)} ${e.config.chain} epoch ${e.config.epoch}: ${e.config.members.map((m) => m.node).join(' > ')} (${e.why})`)),
+        events: cluster.events
+          .slice(-12)
+          .map((e) =>
+            e.kind === 'member'
+              ? `${new Date(e.at).toISOString().slice(11, 23)} ${e.node} ${e.state}`
+              : `${new Date(e.at).toISOString().slice(11, 23)} ${e.config.chain} epoch ${e.config.epoch}: ${e.config.members.map((m) => m.node).join(' > ')} (${e.why})`,
+          ),
       });
     }
     if (url.pathname === '/api/latency' && req.method === 'POST') {
@@ -130,9 +136,19 @@ if (isMain) {
 Starts a local cluster of N node processes (LevelDB under DIR, default ./data) with failure
 detection and the automatic manager, the proxy, and the demo page; prints its URL. Ctrl-C
 stops everything.`;
-  let values;
+  let values: Record<string, string | boolean | undefined>;
   try {
-    values = parseArgs({ options: { nodes: { type: 'string', default: '3' }, chains: { type: 'string', default: '3' }, k: { type: 'string', default: '3' }, port: { type: 'string', default: '8080' }, data: { type: 'string', default: './data' }, 'restart-after-ms': { type: 'string', default: '3000' }, help: { type: 'boolean', default: false } } }).values;
+    values = parseArgs({
+      options: {
+        nodes: { type: 'string', default: '3' },
+        chains: { type: 'string', default: '3' },
+        k: { type: 'string', default: '3' },
+        port: { type: 'string', default: '8080' },
+        data: { type: 'string', default: './data' },
+        'restart-after-ms': { type: 'string', default: '3000' },
+        help: { type: 'boolean', default: false },
+      },
+    }).values;
   } catch (error) {
     console.error(`${(error as Error).message}\n\n${help}`);
     process.exit(2);
@@ -141,7 +157,15 @@ stops everything.`;
     console.log(help);
     process.exit(0);
   }
-  const demo = await startDemo({ nodes: Number(values.nodes), chains: Number(values.chains), k: Number(values.k), port: Number(values.port), dataDir: path.resolve(values.data as string), restartAfterMs: Number(values['restart-after-ms']), log: (line) => console.error(line) });
+  const demo = await startDemo({
+    nodes: Number(values.nodes),
+    chains: Number(values.chains),
+    k: Number(values.k),
+    port: Number(values.port),
+    dataDir: path.resolve(values.data as string),
+    restartAfterMs: Number(values['restart-after-ms']),
+    log: (line) => console.error(line),
+  });
   console.log(`adama-chain demo: ${demo.url}  (${values.nodes} nodes, data in ${path.resolve(values.data as string)}; Ctrl-C stops)`);
   const stop = (): void => void demo.stop().then(() => process.exit(0));
   process.on('SIGINT', stop);

@@ -11,7 +11,7 @@
 // Cancelling ends it at the head at once, even before its full view arrived.
 
 import { findHead, LinkPool } from '../chain/client/pool.ts';
-import { ChainError, type Done, type HeadLink, type RequestOptions, type SubmitResult } from '../chain/client/requests.ts';
+import { ChainError, type Done, type HeadLink, type RequestOptions, type SubmitRequest, type SubmitResult } from '../chain/client/requests.ts';
 import type { ViewUpdate } from '../chain/core/frames.ts';
 import { noBugs, type Bugs } from '../chain/core/planted.ts';
 import { chainIds, chainOf } from '../chain/control/placement.ts';
@@ -31,15 +31,8 @@ export interface RouterOptions extends RequestOptions {
   readonly bugs?: Bugs;
 }
 
-export interface RouterSubmit {
-  doc: string;
-  docType: string;
-  channel: string;
-  payload: unknown;
-  clientId: string;
-  clientSeq: number;
-  viewer: string;
-}
+/** A submission as the proxy makes it: the router adds the chain. */
+export type RouterSubmit = Omit<SubmitRequest, 'chain'>;
 
 /** Errors after which the head may have moved: look it up again. */
 const rerouting = new Set(['connection_lost', 'connect_failed', 'connect_timeout', 'not_member', 'not_head', 'unknown_chain', 'unavailable', 'lease_expired', 'timeout']);
@@ -53,6 +46,8 @@ export class Router {
   private closed = false;
   /** Subscriptions open at heads, for reports and checks. */
   subscriptions = 0;
+  /** Subscriptions the browser holds that have no live subscription at a head right now (being made again). */
+  private readonly unsettled = new Set<object>();
 
   constructor(
     private readonly io: { readonly net: Net; readonly clock: Clock },
@@ -60,7 +55,12 @@ export class Router {
   ) {
     this.chainList = chainIds(options.chains);
     this.bugs = options.bugs ?? noBugs;
-    this.pool = new LinkPool(io, { name: options.name ?? 'proxy', requestTimeoutMs: options.requestTimeoutMs ?? 5_000, requestsInflightMax: options.requestsInflightMax, connectTimeoutMs: options.connectTimeoutMs ?? 1_000 });
+    this.pool = new LinkPool(io, {
+      name: options.name ?? 'proxy',
+      requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+      requestsInflightMax: options.requestsInflightMax,
+      connectTimeoutMs: options.connectTimeoutMs ?? 1_000,
+    });
   }
 
   chainOf(doc: string): string {
@@ -130,6 +130,8 @@ export class Router {
   subscribe(doc: string, docType: string, viewer: string, onUpdate: (update: ViewUpdate) => void, onError: (error: ChainError) => void): () => void {
     const chain = this.chainOf(doc);
     const clock = this.io.clock;
+    const token = {};
+    this.unsettled.add(token);
     let active = true;
     let current: { link: HeadLink; requestId: number; full: boolean } | undefined;
     let delay = 20;
@@ -153,6 +155,7 @@ export class Router {
                 sub.full = true;
                 delay = 20;
                 refresh = false;
+                this.unsettled.delete(token);
                 // Planted: the full view reaches the browser after the patches that follow it.
                 if (this.bugs.has('router-early-patches')) {
                   clock.soon(() => active && current === sub && onUpdate(u));
@@ -165,7 +168,10 @@ export class Router {
               if (current !== sub) return;
               current = undefined;
               this.subscriptions--;
-              if (active) later(end);
+              if (active) {
+                this.unsettled.add(token);
+                later(end);
+              }
             },
           );
         });
@@ -175,6 +181,7 @@ export class Router {
       if (!active) return;
       if (!e.retryable && e.code !== 'unknown_chain') {
         active = false;
+        this.unsettled.delete(token);
         onError(e);
         return;
       }
@@ -186,6 +193,7 @@ export class Router {
     return () => {
       if (!active) return;
       active = false;
+      this.unsettled.delete(token);
       const sub = current;
       current = undefined;
       if (sub === undefined) return;
@@ -193,6 +201,11 @@ export class Router {
       // Planted: a subscription whose full view has not arrived is left at the head.
       if (sub.full || !this.bugs.has('subscription-leak')) sub.link.unsubscribe(sub.requestId, doc);
     };
+  }
+
+  /** Subscriptions being made again (after a failover or a lost link): their browsers wait for a fresh full view. */
+  get resubscribing(): number {
+    return this.unsettled.size;
   }
 
   close(): void {

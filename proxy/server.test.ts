@@ -151,13 +151,25 @@ test.serial('fuzz: any message text gets a protocol answer or is ignored, never 
   const message = fc.oneof(
     fc.string(),
     fc.json(),
-    fc.record({ type: fc.constantFrom('hello', 'subscribe', 'unsubscribe', 'send', 'ping', 'x'), doc: fc.oneof(fc.string(), fc.constant('doc-f')), docType: fc.constantFrom('counter', 'chat', 'nope', ''), channel: fc.string(), payload: fc.jsonValue(), clientSeq: fc.oneof(fc.integer(), fc.double()) }).map((o) => JSON.stringify(o)),
+    fc
+      .record({
+        type: fc.constantFrom('hello', 'subscribe', 'unsubscribe', 'send', 'ping', 'x'),
+        doc: fc.oneof(fc.string(), fc.constant('doc-f')),
+        docType: fc.constantFrom('counter', 'chat', 'nope', ''),
+        channel: fc.string(),
+        payload: fc.jsonValue(),
+        clientSeq: fc.oneof(fc.integer(), fc.double()),
+      })
+      .map((o) => JSON.stringify(o)),
   );
   const samples = fc.sample(message, { seed: 4, numRuns: 60 });
   for (const text of samples) fuzz.send(text);
   fuzz.send({ type: 'ping', t: 12345 });
   await fuzz.wait((m) => m.type === 'pong' && m.t === 12345);
-  t.true(fuzz.messages.every((m) => ['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type)), JSON.stringify(fuzz.messages.filter((m) => !['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type))));
+  t.true(
+    fuzz.messages.every((m) => ['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type)),
+    JSON.stringify(fuzz.messages.filter((m) => !['error', 'pong', 'ack', 'view', 'welcome'].includes(m.type))),
+  );
   const good = await Client.as('frank');
   good.send({ type: 'send', doc: 'doc-f', docType: 'counter', channel: 'add', payload: { by: 1 }, clientSeq: 1 });
   await good.wait((m) => m.type === 'ack');
@@ -185,7 +197,10 @@ test.serial('two players each see only their own hand, in every frame', async (t
   const state = status.chains.flatMap((c) => c.docs).find((d) => d.doc === doc)?.state as { players: Record<string, { hand: string[] }> } | undefined;
   if (state === undefined) return t.fail('the table is not at its head');
   t.is(state.players.alice?.hand.length, 5);
-  for (const [viewer, client] of [['alice', alice], ['bob', bob]] as const) {
+  for (const [viewer, client] of [
+    ['alice', alice],
+    ['bob', bob],
+  ] as const) {
     const other = viewer === 'alice' ? 'bob' : 'alice';
     for (const text of client.raw) for (const card of state.players[other]?.hand ?? []) t.false(text.includes(`"${card}"`), `${viewer} received ${other}'s card ${card}: ${text}`);
     t.deepEqual(findLeaks('card-table', state as never, viewer, client.messages.filter((m) => m.type === 'view').map((m) => m.view ?? m.patch) as never), []);
@@ -238,7 +253,10 @@ test.serial('a head killed mid-stream: the client sees a delay, never an error o
       await cluster.kill(head.node);
     }
   }
-  t.deepEqual(c.messages.filter((m) => m.type === 'error'), []);
+  t.deepEqual(
+    c.messages.filter((m) => m.type === 'error'),
+    [],
+  );
   const acks = c.messages.filter((m) => m.type === 'ack');
   t.is(acks.length, total);
   t.is(new Set(acks.map((a) => a.seq)).size, total, 'two messages got the same seq');

@@ -121,9 +121,12 @@ export class ProxyServer {
     let windowStart = Date.now();
     let windowCount = 0;
     let lastHeard = Date.now();
-    const heartbeat = setInterval(() => {
-      if (Date.now() - lastHeard > limits.heartbeatTimeoutMs) ws.close(4000, `no message for ${limits.heartbeatTimeoutMs} ms (send a ping)`);
-    }, Math.min(limits.heartbeatTimeoutMs, 5_000));
+    const heartbeat = setInterval(
+      () => {
+        if (Date.now() - lastHeard > limits.heartbeatTimeoutMs) ws.close(4000, `no message for ${limits.heartbeatTimeoutMs} ms (send a ping)`);
+      },
+      Math.min(limits.heartbeatTimeoutMs, 5_000),
+    );
     heartbeat.unref();
 
     const sendText = (text: string): void => {
@@ -167,9 +170,14 @@ export class ProxyServer {
         if (viewer !== undefined) return error('already_authenticated', `this connection is already ${viewer}`, false);
         const check = verifyToken(this.options.viewerSecret, msg.token);
         if (!check.ok) return fatal(4401, check.code, check.message);
-        if (typeof msg.clientId !== 'string' || !clientIdPattern.test(msg.clientId)) return fatal(4400, 'invalid_message', `hello needs a clientId matching ${clientIdPattern} (keep it across reconnects)`);
+        if (typeof msg.clientId !== 'string' || !clientIdPattern.test(msg.clientId))
+          return fatal(4400, 'invalid_message', `hello needs a clientId matching ${clientIdPattern} (keep it across reconnects)`);
         if (!this.admitClientId(check.viewer, msg.clientId)) {
-          return fatal(4429, 'too_many_client_ids', `viewer ${check.viewer} used more than ${limits.clientIdsPerViewerMax} clientIds in ${limits.clientIdWindowMs} ms; keep one clientId per tab across reconnects`);
+          return fatal(
+            4429,
+            'too_many_client_ids',
+            `viewer ${check.viewer} used more than ${limits.clientIdsPerViewerMax} clientIds in ${limits.clientIdWindowMs} ms; keep one clientId per tab across reconnects`,
+          );
         }
         viewer = check.viewer;
         clientId = `${viewer}.${msg.clientId}`;
@@ -205,8 +213,10 @@ export class ProxyServer {
       }
       // send
       const clientSeq = msg.clientSeq;
-      if (typeof clientSeq !== 'number' || !Number.isSafeInteger(clientSeq) || clientSeq < 1) return error('invalid_message', 'clientSeq is a positive integer, increasing per clientId', false, { doc });
-      if (typeof msg.channel !== 'string' || msg.channel.length === 0 || msg.channel.length > 64) return error('invalid_message', 'channel is a string of 1 to 64 characters', false, { doc, clientSeq });
+      if (typeof clientSeq !== 'number' || !Number.isSafeInteger(clientSeq) || clientSeq < 1)
+        return error('invalid_message', 'clientSeq is a positive integer, increasing per clientId', false, { doc });
+      if (typeof msg.channel !== 'string' || msg.channel.length === 0 || msg.channel.length > 64)
+        return error('invalid_message', 'channel is a string of 1 to 64 characters', false, { doc, clientSeq });
       if (!('payload' in msg)) return error('invalid_message', 'send needs a payload (any JSON value)', false, { doc, clientSeq });
       if (inflight >= limits.inflightMax) return error('too_many_inflight', `at most ${limits.inflightMax} messages awaiting acknowledgement; wait for acks`, true, { doc, clientSeq });
       inflight++;

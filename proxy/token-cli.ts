@@ -12,7 +12,7 @@ ADAMA_VIEWER_SECRET (without it, the local development secret, with a warning).
   --ttl-s SECONDS  how long it is valid (default 86400)`;
 
 function main(): void {
-  let values;
+  let values: { viewer?: string; 'ttl-s'?: string; help?: boolean };
   try {
     values = parseArgs({ options: { viewer: { type: 'string' }, 'ttl-s': { type: 'string', default: '86400' }, help: { type: 'boolean', default: false } }, strict: true }).values;
   } catch (error) {

@@ -1,38 +1,111 @@
-// The design brief's seven invariants, checked against a simulated world.
+// The design brief's invariants, checked against a simulated world.
 //
-//   continuous (every event)      3. Update Propagation: a synced successor's history is a prefix
-//                                    of its predecessor's (its last seq is no higher); and no replica
-//                                    goes back to an epoch older than one it acknowledged
-//   continuous (every frame)      5. privacy: no view frame, speculative ones included, holds a
-//                                    value its viewer may not see (engine/documents/secrets.ts)
-//   at the end                    1. no acknowledged message is lost
-//                                 2. exactly once (and a message refused for good is never applied)
-//                                 4. determinism: every logged delta is the execution of a message
-//                                    the head sequenced, and the state is the replay of the log
-//   at quiescence                 3. replica agreement: identical state, appliedSeq and log
-//                                 6. convergence: speculative = confirmed = view(final state)
-//   after healing                 7. liveness: every message finishes within a bounded time
+//   every event       3. Update Propagation: a synced successor's history is a prefix of its
+//                        predecessor's; no replica runs an epoch older than one it acknowledged
+//                     lease: a head without a lease holds no waiter and no subscription once it
+//                        has run for a tick (a removed head stops serving within its lease)
+//   every frame       5. privacy: no frame a browser tab receives, speculative ones included,
+//                        holds a value its viewer may not see (engine/documents/secrets.ts)
+//                     8. durable reads: a confirmed view (full or patch) shows only a seq durable
+//                        on every caught-up live member; linearizable reads: a full view shows at
+//                        least every seq acknowledged before its subscribe was sent
+//   at the end        1. no acknowledged message is lost
+//                     2. exactly once (and a message refused for good is never applied)
+//                     4. determinism: every logged delta is the execution of a message the head
+//                        sequenced, and the state is the replay of the log
+//   at quiescence     3. replica agreement: identical state, appliedSeq and log
+//                     subscriptions: the heads hold exactly one subscription per open tab
+//                     6. convergence: each open tab's speculative = confirmed = view(final state)
+//   after healing     7. liveness: everything settles within a bounded time; no message sent
+//                        with a long resend window ends without an answer
+//   any time          validation: no corrupted peer frame makes a node exit (it is refused)
 
 import { canonicalize, canonicalJson, type Json, type JsonObject } from '../engine/json.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import { findLeaks } from '../engine/documents/secrets.ts';
 import { execute, type Envelope } from '../engine/execute.ts';
 import { view } from '../engine/view.ts';
-import type { Replica } from '../chain/replica.ts';
-import type { ViewUpdate, WireDelta, WireEnvelope } from '../chain/wire.ts';
-import { ViolationError, type Observer, type World } from './world.ts';
+import type { ViewUpdate, WireDelta, WireEnvelope } from '../chain/core/frames.ts';
+import type { Replica, ReplicaObserver } from '../chain/core/replica.ts';
+import type { Tab } from './clients.ts';
+import { ViolationError } from './events.ts';
+import type { NodeProcess } from './processes.ts';
+import type { Observer, World } from './world.ts';
 
-export const invariantNames = ['no-acked-lost', 'exactly-once', 'agreement', 'determinism', 'privacy', 'convergence', 'liveness'] as const;
+/** What pendingWork says when only the subscriptions have not settled (then that invariant is the one broken). */
+export const subscriptionsPending = 'subscriptions: ';
+
+export const invariantNames = [
+  'no-acked-lost',
+  'exactly-once',
+  'agreement',
+  'determinism',
+  'privacy',
+  'convergence',
+  'liveness',
+  'durable-reads',
+  'linearizable-reads',
+  'lease',
+  'subscriptions',
+  'validation',
+] as const;
 export type InvariantName = (typeof invariantNames)[number] | 'assertion';
 
 const identity = (doc: string, seq: number, clientId: string, clientSeq: number): string => `${doc}\n${seq}\n${clientId}\n${clientSeq}`;
+const frameKey = (u: ViewUpdate): string => `${u.doc}\n${u.viewer}\n${u.kind}\n${u.seq}\n${u.json}\n${u.confirmedJson}`;
+
+interface Watch {
+  readonly key: string;
+  /** Since when it holds waiters or subscriptions without a lease (-1: it does not). */
+  leaselessSince: number;
+  /** Update Propagation: the successor and the versions this pair was last checked at. */
+  succ: Replica | undefined;
+  predVersion: number;
+  succVersion: number;
+}
+
+interface Basis {
+  readonly node: string;
+  readonly docType: string;
+  readonly speculative: JsonObject;
+  readonly confirmed: JsonObject;
+}
 
 export class Checker implements Observer {
   /** Every envelope a head sequenced, by (doc, seq, clientId, clientSeq). A seq can be sequenced again after a head fails. */
   private readonly sequencedAs = new Map<string, WireEnvelope[]>();
+  /** What each view frame was computed from, by its content. */
+  private readonly bases = new Map<string, Basis>();
+  /** Per document: acknowledgements in time order, with the highest seq so far. */
+  private readonly acks = new Map<string, { times: number[]; highest: number[] }>();
+  /** Per (node, chain): the highest epoch it acknowledged (durable, so it survives restarts). */
+  readonly ackedEpochs = new Map<string, number>();
+  /** Per replica: what the every-event checks remember. */
+  private readonly watches = new WeakMap<Replica, Watch>();
+  readonly openTabs = new Set<Tab>();
   viewFramesChecked = 0;
 
-  sequenced(_node: string, _chain: string, envelope: WireEnvelope): void {
+  constructor(private readonly world: () => World) {}
+
+  replicaObserver(node: string, chain: string): ReplicaObserver {
+    return {
+      sequenced: (envelope) => this.sequenced(envelope),
+      viewFrame: (update, docType, basis) => this.viewFrame(node, chain, update, docType, basis),
+      subscribed: (subscribe, full) => {
+        const started = this.world().net.sentAt.get(subscribe);
+        if (started === undefined) return;
+        const before = this.highestAckBefore(full.doc, started);
+        if (full.seq < before) {
+          throw new ViolationError(
+            'linearizable-reads',
+            `${node} answered a subscription to ${full.doc} sent at ${started.toFixed(1)}ms with a full view at seq ${full.seq}, but seq ${before} was acknowledged before that`,
+          );
+        }
+      },
+    };
+  }
+
+  private sequenced(envelope: WireEnvelope): void {
     const key = identity(envelope.doc, envelope.seq, envelope.clientId, envelope.clientSeq);
     const list = this.sequencedAs.get(key);
     const copy = { ...envelope };
@@ -40,54 +113,160 @@ export class Checker implements Observer {
     else if (!list.some((e) => e.timestamp === copy.timestamp && e.payloadJson === copy.payloadJson)) list.push(copy);
   }
 
-  viewFrame(node: string, update: ViewUpdate, docType: string, basis: { readonly speculative: JsonObject; readonly confirmed: JsonObject }): void {
+  /** At the head, as it emits a view frame: remember its basis; a confirmed view must be durable everywhere. */
+  private viewFrame(node: string, chain: string, update: ViewUpdate, docType: string, basis: { readonly speculative: JsonObject; readonly confirmed: JsonObject }): void {
+    this.bases.set(frameKey(update), { node, docType, speculative: basis.speculative, confirmed: basis.confirmed });
+    if (update.kind !== 'confirmed' && update.kind !== 'full') return;
+    if (update.seq === 0) return;
+    const world = this.world();
+    const replica = world.node(node)?.driver?.replica(chain);
+    if (replica === undefined) return;
+    for (const m of replica.members) {
+      const member = world.node(m.node);
+      if (member === undefined || !member.alive || member.hung) continue;
+      const r = member.driver?.replica(chain);
+      if (r === undefined) continue;
+      // By the newer of its own configuration and the head's: a member that rejoined since (or
+      // is rejoining in the head's) is a joiner catching up, and forgot what it held.
+      const since = r.epoch > replica.epoch ? r.members.find((x) => x.node === m.node)?.sinceEpoch : m.sinceEpoch;
+      if (since === undefined || (since > 1 && r.caughtUpEpoch < since)) continue;
+      const durable = member.disk.durableSeq(chain, update.doc);
+      if (durable < update.seq) {
+        throw new ViolationError(
+          'durable-reads',
+          `${node} sent ${update.viewer} a ${update.kind} view of ${update.doc} at seq ${update.seq}, but ${m.node} (a member of epoch ${replica.epoch}) holds it durably only up to seq ${durable}`,
+        );
+      }
+    }
+  }
+
+  tabOpened(tab: Tab): void {
+    this.openTabs.add(tab);
+  }
+
+  tabClosed(tab: Tab): void {
+    this.openTabs.delete(tab);
+  }
+
+  /** Privacy, on what the browser tab receives: every value must be in the tab's viewer's view of the frame's basis. */
+  tabFrame(tab: Tab, update: ViewUpdate): void {
     this.viewFramesChecked++;
-    const type = findDocumentType(docType);
+    const basis = this.bases.get(frameKey(update));
+    if (basis === undefined) throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received a ${update.kind} frame of ${update.doc} that no head sent to ${update.viewer}`);
+    const type = findDocumentType(basis.docType);
     const check = (json: string, state: JsonObject, what: string): void => {
       if (json === '' || type === undefined) return;
       const frame = JSON.parse(json) as Json;
       // The independent oracle (secrets.ts), then the engine's own view: every value a frame
       // carries must be a value of the viewer's view of the state it was computed from.
-      const leaks = findLeaks(docType, state, update.viewer, frame);
-      const outside = leaks.length > 0 ? undefined : outsideView(frame, view(type, state, update.viewer), '');
-      if (outside !== undefined) leaks.push(`${outside}, which is not in ${update.viewer}'s view`);
-      if (leaks.length > 0) throw new ViolationError('privacy', `${node} sent ${update.viewer} a ${what} frame of ${update.doc} at seq ${update.seq} with ${leaks.join('; ')}`);
+      const leaks = findLeaks(basis.docType, state, tab.viewer, frame);
+      const outside = leaks.length > 0 ? undefined : outsideView(frame, view(type, state, tab.viewer), '');
+      if (outside !== undefined) leaks.push(`${outside}, which is not in ${tab.viewer}'s view`);
+      if (leaks.length > 0)
+        throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received from ${basis.node} a ${what} frame of ${update.doc} at seq ${update.seq} with ${leaks.join('; ')}`);
     };
     if (update.kind === 'confirmed') check(update.json, basis.confirmed, 'confirmed');
     else check(update.json, basis.speculative, update.kind);
     if (update.kind === 'full') check(update.confirmedJson, basis.confirmed, 'full (confirmed part)');
   }
 
-  /** Update Propagation, after every event: a synced successor never has seqs its predecessor lacks. */
+  acked(doc: string, seq: number): void {
+    let a = this.acks.get(doc);
+    if (a === undefined) this.acks.set(doc, (a = { times: [], highest: [] }));
+    a.times.push(this.world().now);
+    a.highest.push(Math.max(seq, a.highest[a.highest.length - 1] ?? 0));
+  }
+
+  private highestAckBefore(doc: string, time: number): number {
+    const a = this.acks.get(doc);
+    if (a === undefined) return 0;
+    let lo = 0;
+    let hi = a.times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((a.times[mid] as number) < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === 0 ? 0 : (a.highest[lo - 1] as number);
+  }
+
+  configAcked(node: string, chain: string, epoch: number): void {
+    const key = `${node}\n${chain}`;
+    this.ackedEpochs.set(key, Math.max(this.ackedEpochs.get(key) ?? 0, epoch));
+  }
+
   afterEvent(world: World): void {
+    const now = world.now;
+    const tickMs = world.settings.tickMs;
     for (const node of world.nodes) {
-      if (!node.alive) continue;
-      for (const [chain, pred] of node.replicas) {
+      const driver = node.driver;
+      if (driver === undefined || !node.alive) continue;
+      for (const [chain, pred] of driver.chains()) {
+        const watch = this.watchOf(node.name, chain, pred);
         // Epochs only move forward: a replica never runs a configuration older than one it acknowledged.
-        const acked = node.ackedEpochs.get(chain) ?? 0;
+        const acked = this.ackedEpochs.get(watch.key) ?? 0;
         if (pred.epoch < acked) {
           throw new ViolationError('agreement', `${node.name} runs epoch ${pred.epoch} of ${chain} after acknowledging epoch ${acked}: it no longer agrees with the chain on its members`);
         }
+        this.checkLease(node, chain, pred, watch, now, tickMs);
         if (!pred.succSynced) continue;
         const succNode = world.node(pred.successor?.node ?? '');
-        const succ = succNode?.alive ? succNode.replicas.get(chain) : undefined;
+        const succ = succNode?.alive === true ? succNode.driver?.replica(chain) : undefined;
         if (succ === undefined || succ.epoch !== pred.epoch) continue;
-        const mine = pred.seqs();
-        for (const [doc, theirs] of succ.seqs()) {
-          const last = mine.get(doc)?.last ?? 0;
-          if (theirs.last > last) {
-            throw new ViolationError('agreement', `Update Propagation broken on ${chain} epoch ${pred.epoch}: successor ${succ.node} has ${doc} up to seq ${theirs.last}, its synced predecessor ${pred.node} only to ${last}`);
+        // Unchanged since the last check of this pair: nothing new to compare.
+        if (watch.succ === succ && watch.predVersion === pred.docs.version && watch.succVersion === succ.docs.version) continue;
+        watch.succ = succ;
+        watch.predVersion = pred.docs.version;
+        watch.succVersion = succ.docs.version;
+        for (const theirs of succ.docs.values()) {
+          const last = theirs.appliedSeq + theirs.queue.length;
+          if (last === 0) continue;
+          const mine = pred.docs.get(theirs.id);
+          const mineLast = mine === undefined ? 0 : mine.appliedSeq + mine.queue.length;
+          if (last > mineLast) {
+            throw new ViolationError(
+              'agreement',
+              `Update Propagation broken on ${chain} epoch ${pred.epoch}: successor ${succ.node} has ${theirs.id} up to seq ${last}, its synced predecessor ${pred.node} only to ${mineLast}`,
+            );
           }
         }
       }
     }
   }
 
+  private watchOf(node: string, chain: string, replica: Replica): Watch {
+    let w = this.watches.get(replica);
+    if (w === undefined) this.watches.set(replica, (w = { key: `${node}\n${chain}`, leaselessSince: -1, succ: undefined, predVersion: -1, succVersion: -1 }));
+    return w;
+  }
+
+  /** A head that lost its lease ends its waiters and subscriptions within a tick of running. */
+  private checkLease(node: NodeProcess, chain: string, replica: Replica, watch: Watch, now: number, tickMs: number): void {
+    const role = replica.role;
+    const holding = replica.head.waiterCount + replica.head.subscriptionCount > 0;
+    if (!holding || (role !== 'head' && role !== 'single') || replica.leaseHolds(now) || !node.running) {
+      watch.leaselessSince = -1;
+      return;
+    }
+    if (watch.leaselessSince < 0) {
+      watch.leaselessSince = now;
+      return;
+    }
+    if (now > Math.max(watch.leaselessSince, node.resumedAt) + tickMs + 1) {
+      throw new ViolationError(
+        'lease',
+        `${node.name} has had no lease on ${chain} since ${watch.leaselessSince.toFixed(1)}ms but still holds ${replica.head.waiterCount} waiters and ${replica.head.subscriptionCount} subscriptions: its clients wait on a head that cannot serve them`,
+      );
+    }
+  }
+
   /** The end-of-run checks. `quiescent`: everything settled after healing; otherwise liveness failed. */
-  final(world: World, quiescent: boolean, pending: string): void {
-    for (const [chain, config] of world.manager.configs) {
-      const members = config.members.map((m) => world.node(m.node)).filter((n) => n.alive && n.replicas.has(chain));
-      const replicas = members.map((n) => n.replicas.get(chain) as Replica);
+  final(world: World, quiescent: boolean, pending: string, longResends: boolean): void {
+    for (const [chain, config] of world.manager.loop.configs) {
+      const replicas = config.members
+        .map((m) => world.node(m.node))
+        .filter((n): n is NodeProcess => n?.alive === true && !n.hung && n.driver?.replica(chain) !== undefined)
+        .map((n) => n.driver?.replica(chain) as Replica);
       if (replicas.length === 0) continue;
       // Without quiescence only the most advanced replica is judged (the others may still be catching up).
       const judged = quiescent ? replicas : [bestOf(replicas)];
@@ -98,7 +277,15 @@ export class Checker implements Observer {
       }
       if (quiescent) this.checkAgreement(chain, replicas);
     }
+    if (!quiescent && pending.startsWith(subscriptionsPending)) this.checkSubscriptions(world);
     if (!quiescent) throw new ViolationError('liveness', `not settled 30 s (virtual) after the faults healed: ${pending}`);
+    if (longResends) {
+      for (const client of world.clients) {
+        const lost = client.records.find((r) => r.status === 'unknown');
+        if (lost !== undefined) throw new ViolationError('liveness', `${client.name}#${lost.clientSeq} on ${lost.doc} ended without an answer (${lost.code}) although the chain could commit it`);
+      }
+    }
+    this.checkSubscriptions(world);
     this.checkConvergence(world);
   }
 
@@ -126,7 +313,7 @@ export class Checker implements Observer {
   private checkAcked(world: World, chain: string, replica: Replica): void {
     for (const client of world.clients) {
       for (const record of client.records) {
-        if (record.status !== 'acked' || world.settings.docs.find((d) => d.id === record.doc)?.chain !== chain) continue;
+        if (record.status !== 'acked' || world.chainOfDoc(record.doc) !== chain) continue;
         const peek = replica.peek(record.doc);
         const logFrom = peek?.logFrom ?? 1;
         if (record.seq < logFrom) continue; // compacted into a snapshot: not checkable here
@@ -169,8 +356,7 @@ export class Checker implements Observer {
   }
 
   private checkAgreement(chain: string, replicas: Replica[]): void {
-    // A document that a refused request created (nothing applied, nothing queued) is the same as none.
-    const used = (r: Replica): string[] => r.documents().filter((doc) => (r.seqs().get(doc)?.last ?? 0) > 0).sort();
+    const used = (r: Replica): string[] => r.documents().sort();
     const [first, ...rest] = replicas as [Replica, ...Replica[]];
     const docs = used(first);
     for (const other of rest) {
@@ -181,13 +367,13 @@ export class Checker implements Observer {
       for (const doc of docs) {
         const a = first.peek(doc);
         const b = other.peek(doc);
-        const sa = first.seqs().get(doc);
-        const sb = other.seqs().get(doc);
+        const sa = first.docs.get(doc);
+        const sb = other.docs.get(doc);
         if (a === undefined || b === undefined || sa === undefined || sb === undefined) continue;
-        if (sa.applied !== sb.applied) fail(`${doc} applied ${sa.applied} vs ${sb.applied}`);
-        if (canonicalJson(a.state) !== canonicalJson(b.state)) fail(`${doc} states differ at seq ${sa.applied}`);
+        if (sa.appliedSeq !== sb.appliedSeq) fail(`${doc} applied ${sa.appliedSeq} vs ${sb.appliedSeq}`);
+        if (canonicalJson(a.state) !== canonicalJson(b.state)) fail(`${doc} states differ at seq ${sa.appliedSeq}`);
         // Each replica compacts on its own schedule: compare the log entries both still hold.
-        for (let seq = Math.max(a.logFrom, b.logFrom); seq <= sa.applied; seq++) {
+        for (let seq = Math.max(a.logFrom, b.logFrom); seq <= sa.appliedSeq; seq++) {
           const da = a.log[seq - a.logFrom];
           const db = b.log[seq - b.logFrom];
           if (da === undefined || db === undefined || deltaKey(da) !== deltaKey(db)) fail(`${doc} log entries at seq ${seq} differ`);
@@ -196,23 +382,52 @@ export class Checker implements Observer {
     }
   }
 
-  private checkConvergence(world: World): void {
-    for (const client of world.clients) {
-      for (const sub of client.subs.values()) {
-        const docInfo = world.settings.docs.find((d) => d.id === sub.doc);
-        const config = world.manager.configs.get(docInfo?.chain ?? '');
-        const head = world.node(config?.members[0]?.node ?? '');
-        const peek = head?.replicas.get(docInfo?.chain ?? '')?.peek(sub.doc);
-        const type = findDocumentType(docInfo?.type ?? '');
-        if (type === undefined || head === undefined) continue;
-        const state = peek?.state ?? type.initial;
-        // A view's hidden members are null; a merge patch deletes them: null and absent are the same view.
-        const expected = viewText(view(type, state, client.viewer));
-        if (sub.state !== 'active') throw new ViolationError('convergence', `${client.name}'s subscription to ${sub.doc} is ${sub.state} at quiescence`);
-        for (const [what, got] of [['confirmed', sub.confirmed], ['speculative', sub.speculative]] as const) {
-          const text = viewText(got ?? {});
-          if (text !== expected) throw new ViolationError('convergence', `${client.name} (${client.viewer}) ${what} view of ${sub.doc} from ${sub.node} differs from the view of the final state: ${truncate(text)} vs ${truncate(expected)}`);
+  /** Every open tab has exactly one subscription at its document's head; nothing else holds one. */
+  checkSubscriptions(world: World): void {
+    const want = new Map<string, number>();
+    for (const tab of this.openTabs) if (tab.state === 'open') want.set(`${tab.doc}\n${tab.viewer}`, (want.get(`${tab.doc}\n${tab.viewer}`) ?? 0) + 1);
+    const have = new Map<string, number>();
+    for (const node of world.nodes) {
+      if (!node.alive || node.hung) continue;
+      for (const [chain, replica] of node.driver?.chains() ?? []) {
+        const config = world.manager.loop.configs.get(chain);
+        for (const [doc, subs] of replica.head.subscriptions()) {
+          if (subs.length === 0) continue;
+          if (config?.members[0]?.node !== node.name) {
+            throw new ViolationError('subscriptions', `${node.name} is not the head of ${chain} but holds ${subs.length} subscription(s) to ${doc} at quiescence`);
+          }
+          for (const s of subs) have.set(`${doc}\n${s.viewer}`, (have.get(`${doc}\n${s.viewer}`) ?? 0) + 1);
         }
+      }
+    }
+    for (const key of new Set([...want.keys(), ...have.keys()])) {
+      const [doc, viewer] = key.split('\n');
+      const w = want.get(key) ?? 0;
+      const h = have.get(key) ?? 0;
+      if (w !== h) throw new ViolationError('subscriptions', `${w} open tab(s) of ${viewer} watch ${doc}, but the heads hold ${h} subscription(s) for them at quiescence`);
+    }
+  }
+
+  private checkConvergence(world: World): void {
+    for (const tab of this.openTabs) {
+      if (tab.state === 'failed') throw new ViolationError('convergence', `${tab.name}'s subscription to ${tab.doc} ended with ${tab.error}`);
+      if (tab.state !== 'open') continue;
+      const chain = world.chainOfDoc(tab.doc);
+      const config = world.manager.loop.configs.get(chain);
+      const head = world.node(config?.members[0]?.node ?? '');
+      const type = findDocumentType(tab.docType);
+      if (type === undefined || head === undefined) continue;
+      const state = head.driver?.replica(chain)?.peek(tab.doc)?.state ?? type.initial;
+      // A view's hidden members are null; a merge patch deletes them: null and absent are the same view.
+      const expected = viewText(view(type, state, tab.viewer));
+      for (const [what, got] of [
+        ['confirmed', tab.confirmed],
+        ['speculative', tab.speculative],
+      ] as const) {
+        if (got === undefined) throw new ViolationError('convergence', `${tab.name} (${tab.viewer}) has no ${what} view of ${tab.doc} at quiescence`);
+        const text = viewText(got);
+        if (text !== expected)
+          throw new ViolationError('convergence', `${tab.name} (${tab.viewer}) ${what} view of ${tab.doc} differs from the view of the final state: ${truncate(text)} vs ${truncate(expected)}`);
       }
     }
   }
@@ -237,7 +452,7 @@ function bestOf(replicas: Replica[]): Replica {
   let bestSum = -1;
   for (const r of replicas) {
     let sum = 0;
-    for (const s of r.seqs().values()) sum += s.applied;
+    for (const d of r.docs.values()) sum += d.appliedSeq;
     if (sum > bestSum) {
       best = r;
       bestSum = sum;

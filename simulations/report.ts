@@ -6,7 +6,7 @@
 // shrinking) and which invariant caught it, plus the size of the shrunk schedule for seed 1.
 
 import { parseArgs, printTable, writeResults } from '../benchmarks/report.ts';
-import { plantedBugNames } from '../chain/planted.ts';
+import { plantedBugNames } from '../chain/core/planted.ts';
 import { runBatch } from './scenario.ts';
 
 const usage = `npm run simulate:report -- [--runs N] [--seeds S] [--planted-runs-max M]
@@ -44,12 +44,31 @@ for (const bug of plantedBugNames) {
   const shrunk = await runBatch({ runs: plantedRunsMax, seed: 1, bugs: [bug] });
   const invariants = [...new Set(catches.map((c) => c.invariant))];
   const caught = catches.filter((c) => c.runsToCatch > 0).map((c) => c.runsToCatch);
-  const row = { bug, invariant: invariants.join(', '), seedsCaught: caught.length, seeds, runsToCatchMin: Math.min(...caught), runsToCatchMax: Math.max(...caught), shrunkScheduleLines: shrunk.violations[0]?.schedule.length ?? -1, shrinkRuns: shrunk.shrinkRuns };
+  const row = {
+    bug,
+    invariant: invariants.join(', '),
+    seedsCaught: caught.length,
+    seeds,
+    runsToCatchMin: Math.min(...caught),
+    runsToCatchMax: Math.max(...caught),
+    shrunkScheduleLines: shrunk.violations[0]?.schedule.length ?? -1,
+    shrinkRuns: shrunk.shrinkRuns,
+  };
   planted.push({ ...row, catches, shrunkSchedule: shrunk.violations[0]?.schedule ?? [] });
   say(`${bug}: caught by ${row.invariant} on ${caught.length}/${seeds} seeds, after ${row.runsToCatchMin}-${row.runsToCatchMax} runs`);
 }
 printTable(planted.map(({ catches: _c, shrunkSchedule: _s, ...row }) => row));
-const cleanOut = { runs: clean.runs, seed: 1, events: clean.events, seconds: Number(clean.seconds.toFixed(1)), eventsPerSecond: Math.round(clean.events / clean.seconds), violations: clean.violations.length, autopilotRuns: clean.autopilotRuns, falsePositives: clean.falsePositives, deathsWhileCutOff: clean.deathsWhileCutOff };
+const cleanOut = {
+  runs: clean.runs,
+  seed: 1,
+  events: clean.events,
+  seconds: Number(clean.seconds.toFixed(1)),
+  eventsPerSecond: Math.round(clean.events / clean.seconds),
+  violations: clean.violations.length,
+  autopilotRuns: clean.autopilotRuns,
+  falsePositives: clean.falsePositives,
+  deathsWhileCutOff: clean.deathsWhileCutOff,
+};
 console.log(JSON.stringify({ clean: cleanOut }));
 const file = writeResults('simulations', { settings: { runs, seeds, plantedRunsMax }, clean: cleanOut, planted });
 say(`wrote ${file}`);

@@ -1,19 +1,19 @@
-// npm run simulate -- --runs N [--seed S] [--bug NAME] [--json] [--path P] [--no-shrink]
+// npm run simulate -- --runs N [--seed S] [--bug NAME] [--json] [--path P] [--no-shrink] [--list-bugs]
 //
 // Runs N generated scenarios (cluster shape, workload, fault schedule) in the simulated world,
 // checking the seven invariants. A failing scenario is shrunk to a minimal schedule and
 // reported with the seed and path that replay it exactly.
 
 import { parseArgs } from 'node:util';
-import { plantedBugNames, type PlantedBug } from '../chain/planted.ts';
+import { plantedBugNames, type PlantedBug } from '../chain/core/planted.ts';
 import { activeMs, livenessMs, runBatch } from './scenario.ts';
 
 const help = `npm run simulate -- [options]
 
-Deterministic failure simulations: the production replica, store, manager and engine code in a
-virtual world with a simulated network, disks, crashes and reconfigurations (see README,
-"Simulations"). Each run is one generated scenario; the seven invariants are checked as it runs
-and once it has settled.
+Deterministic failure simulations: the product's node driver, replica, manager loop, client
+sessions and proxy router, on a virtual network, disks and clock with crashes, partitions,
+pauses and reconfigurations (see README, "Simulations"). Each run is one generated scenario;
+the invariants are checked as it runs and once it has settled.
 
 Options:
   --runs N        scenarios to run (default 100)
@@ -22,6 +22,7 @@ Options:
   --path P        replay one recorded case: the seed and path from a violation report
   --no-shrink     report the first failing scenario as found, without shrinking it
   --json          end with one JSON line: {runs, seed, events, eventsPerSecond, violations, bug}
+  --list-bugs     print every planted bug's name, one a line, and exit
   --help          this text
 
 Exit status: 0 when every run kept every invariant, 1 when a violation was found, 2 on bad usage.
@@ -43,6 +44,7 @@ function parse() {
       path: { type: 'string' },
       'no-shrink': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      'list-bugs': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -56,6 +58,10 @@ try {
 }
 if (values.help) {
   console.log(help);
+  process.exit(0);
+}
+if (values['list-bugs']) {
+  for (const name of plantedBugNames) console.log(name);
   process.exit(0);
 }
 const runs = values.runs === undefined ? 100 : Number(values.runs);
@@ -86,8 +92,12 @@ const result = await runBatch({
   },
 });
 const eventsPerSecond = Math.round(result.events / Math.max(result.seconds, 1e-9));
-say(`simulate: ${result.runs} runs${result.shrinkRuns > 0 ? ` + ${result.shrinkRuns} while shrinking` : ''}, ${result.events} simulated events in ${result.seconds.toFixed(1)} s = ${eventsPerSecond} events/s`);
-say(`autopilot runs (SWIM + automatic manager): ${result.autopilotRuns}; running nodes declared dead: ${result.deathsWhileCutOff} after a crash or while cut off, slowed or paused over 300 ms, ${result.falsePositives} false positives (no such fault)`);
+say(
+  `simulate: ${result.runs} runs${result.shrinkRuns > 0 ? ` + ${result.shrinkRuns} while shrinking` : ''}, ${result.events} simulated events in ${result.seconds.toFixed(1)} s = ${eventsPerSecond} events/s`,
+);
+say(
+  `autopilot runs (SWIM + automatic manager): ${result.autopilotRuns}; running nodes declared dead: ${result.deathsWhileCutOff} after a crash or while cut off, slowed or paused over 300 ms, ${result.falsePositives} false positives (no such fault)`,
+);
 if (result.violations.length === 0) {
   say(`no violations${bug === undefined ? '' : ` (planted bug ${bug} was not caught)`}`);
 } else {
@@ -99,6 +109,19 @@ if (result.violations.length === 0) {
   }
 }
 if (values.json) {
-  console.log(JSON.stringify({ runs: result.runs, shrinkRuns: result.shrinkRuns, autopilotRuns: result.autopilotRuns, falsePositives: result.falsePositives, deathsWhileCutOff: result.deathsWhileCutOff, seed, events: result.events, eventsPerSecond, violations: result.violations, bug: bug ?? null }));
+  console.log(
+    JSON.stringify({
+      runs: result.runs,
+      shrinkRuns: result.shrinkRuns,
+      autopilotRuns: result.autopilotRuns,
+      falsePositives: result.falsePositives,
+      deathsWhileCutOff: result.deathsWhileCutOff,
+      seed,
+      events: result.events,
+      eventsPerSecond,
+      violations: result.violations,
+      bug: bug ?? null,
+    }),
+  );
 }
 process.exit(result.violations.length > 0 ? 1 : 0);

@@ -10,6 +10,12 @@ export interface PoolOptions extends RequestOptions {
   /** This client's name, authenticated to the nodes. */
   readonly name: string;
   readonly connectTimeoutMs?: number;
+  /**
+   * A pooled link asks its node something cheap this often; without an answer in
+   * requestTimeoutMs the link is closed (a stopped process keeps its TCP connections open, so
+   * only this ends subscriptions and requests that wait on it). 0: none.
+   */
+  readonly keepaliveMs?: number;
 }
 
 export class LinkPool {
@@ -55,12 +61,32 @@ export class LinkPool {
       }
       const link = new HeadLink(result, this.io.clock, this.options);
       this.links.set(address, link);
+      this.keepalive(link);
       link.onClose(() => {
         if (this.links.get(address) === link) this.links.delete(address);
         this.onLost?.(address, link);
       });
       for (const c of callers) c(undefined, link);
     });
+  }
+
+  private keepalive(link: HeadLink): void {
+    const every = this.options.keepaliveMs ?? 1_000;
+    if (every <= 0) return;
+    const ping = (): void => {
+      if (!link.isOpen || this.closed) return;
+      link.lookup('', (error) => {
+        if (error?.code === 'timeout') link.close();
+        else this.io.clock.after(every, ping, true);
+      });
+    };
+    this.io.clock.after(every, ping, true);
+  }
+
+  /** The pooled link to `address`, if one is open. */
+  current(address: string): HeadLink | undefined {
+    const link = this.links.get(address);
+    return link?.isOpen === true ? link : undefined;
   }
 
   /** Closes the link to `address` (the node is not the head after all, or hung). */
@@ -91,7 +117,8 @@ export function findHead(pool: LinkPool, clock: Clock, addresses: readonly strin
     finished = true;
     timer.cancel();
     const head = best?.members[0];
-    if (best === undefined || head === undefined) done(new ChainError('unavailable', `no reachable node knows chain ${chain} (${lastError}); check the addresses and that the cluster is running`, true));
+    if (best === undefined || head === undefined)
+      done(new ChainError('unavailable', `no reachable node knows chain ${chain} (${lastError}); check the addresses and that the cluster is running`, true));
     else done(undefined, { node: head.node, address: head.address, epoch: best.epoch });
   };
   const timer = clock.after(timeoutMs, finish);

@@ -127,6 +127,19 @@ class RequestLink {
     return requestId;
   }
 
+  /** What the node knows of `chain` (the chain '' asks only whether the node runs: a keepalive). */
+  lookup(chain: string, done: Done<ChainInfo>, timeoutMs?: number): void {
+    this.request(
+      (requestId) => make('lookup', { requestId, chain }),
+      (answer) => {
+        if (answer instanceof ChainError) return done(answer);
+        if (answer.kind !== 'chainInfo') return done(new ChainError('protocol_error', `lookup answered with ${answer.kind}`, true));
+        done(undefined, answer.chainInfo);
+      },
+      timeoutMs,
+    );
+  }
+
   /** Hook for subclasses: a request got no answer in time. */
   protected timedOut(_requestId: number): void {}
 
@@ -224,18 +237,6 @@ export class HeadLink extends RequestLink {
     if (this.isOpen) this.link.send(make('unsubscribe', { requestId, doc }));
   }
 
-  lookup(chain: string, done: Done<ChainInfo>, timeoutMs?: number): void {
-    this.request(
-      (requestId) => make('lookup', { requestId, chain }),
-      (answer) => {
-        if (answer instanceof ChainError) return done(answer);
-        if (answer.kind !== 'chainInfo') return done(new ChainError('protocol_error', `lookup answered with ${answer.kind}`, true));
-        done(undefined, answer.chainInfo);
-      },
-      timeoutMs,
-    );
-  }
-
   protected override receive(frame: Frame): void {
     if (frame.kind === 'viewUpdate' && !this.isPending(frame.viewUpdate.requestId)) {
       this.streams.get(frame.viewUpdate.requestId)?.onView(frame.viewUpdate);
@@ -279,20 +280,10 @@ export class AdminLink extends RequestLink {
     );
   }
 
-  lookup(chain: string, done: Done<ChainInfo>): void {
-    this.request(
-      (requestId) => make('lookup', { requestId, chain }),
-      (answer) => {
-        if (answer instanceof ChainError) return done(answer);
-        if (answer.kind !== 'chainInfo') return done(new ChainError('protocol_error', `lookup answered with ${answer.kind}`, true));
-        done(undefined, answer.chainInfo);
-      },
-    );
-  }
-
   status(query: { includeState?: boolean; includeDigests?: boolean; docsAfter?: string; docsMax?: number }, done: Done<NodeStatus>): void {
     this.request(
-      (requestId) => make('statusRequest', { requestId, includeState: query.includeState ?? false, includeDigests: query.includeDigests ?? false, docsAfter: query.docsAfter ?? '', docsMax: query.docsMax ?? 0 }),
+      (requestId) =>
+        make('statusRequest', { requestId, includeState: query.includeState ?? false, includeDigests: query.includeDigests ?? false, docsAfter: query.docsAfter ?? '', docsMax: query.docsMax ?? 0 }),
       (answer) => this.statusAnswer(answer, done),
     );
   }

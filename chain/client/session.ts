@@ -11,7 +11,7 @@ import type { Bugs } from '../core/planted.ts';
 import { noBugs } from '../core/planted.ts';
 import type { Clock, Net } from '../runtime/io.ts';
 import { LinkPool } from './pool.ts';
-import { ChainError, type Done, type SubmitRequest, type SubmitResult } from './requests.ts';
+import { ChainError, type Done, type HeadLink, type SubmitRequest, type SubmitResult } from './requests.ts';
 
 export interface SessionOptions {
   /** Every node's address; the session finds the head among them. */
@@ -33,7 +33,14 @@ export interface SessionOptions {
 export type SessionSubmit = Omit<SubmitRequest, 'chain' | 'clientId' | 'clientSeq'> & { clientSeq?: number };
 export type SessionResult = SubmitResult & { attempts: number };
 
-const movesOn = new Set(['connection_lost', 'connect_failed', 'connect_timeout', 'not_member', 'not_head', 'unknown_chain']);
+/** A stable small hash of a string (FNV-1a). */
+function spread(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+const movesOn = new Set(['connection_lost', 'connect_failed', 'connect_timeout', 'not_member', 'not_head', 'unknown_chain', 'timeout']);
 
 export class ChainSession {
   private readonly pool: LinkPool;
@@ -50,7 +57,16 @@ export class ChainSession {
   ) {
     if (options.addresses.length === 0) throw new Error('ChainSession: no addresses');
     this.bugs = options.bugs ?? noBugs;
-    this.pool = new LinkPool(io, { name: options.name ?? options.clientId, requestTimeoutMs: options.requestTimeoutMs ?? 5_000, connectTimeoutMs: options.connectTimeoutMs ?? 1_000 });
+    // Sessions of different clients start at different nodes (the first answer points to the head).
+    this.target = spread(options.clientId) % options.addresses.length;
+    // Planted: no timeout of any kind (a request's, the keepalive's, a dial's) moves the session on.
+    const stays = this.bugs.has('session-stays-on-timeout');
+    this.pool = new LinkPool(io, {
+      name: options.name ?? options.clientId,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 1_000,
+      keepaliveMs: stays ? 0 : undefined,
+    });
   }
 
   /** The next clientSeq; a caller that wants to resend by itself keeps the number. */
@@ -70,19 +86,24 @@ export class ChainSession {
       if (this.closed) return done(new ChainError('closed', 'the session was closed', false));
       const address = this.options.addresses[this.target] as string;
       this.pool.get(address, (error, link) => {
-        if (error !== undefined || link === undefined) return retry(n, address, error ?? new ChainError('connect_failed', address, true));
+        if (error !== undefined || link === undefined) return retry(n, address, undefined, error ?? new ChainError('connect_failed', address, true));
         link.submit(request, (e, result) => {
-          if (e !== undefined || result === undefined) return retry(n, address, e ?? new ChainError('protocol_error', 'no result', true));
+          if (e !== undefined || result === undefined) return retry(n, address, link, e ?? new ChainError('protocol_error', 'no result', true));
+          // It answered: it is the head. Other sends that moved on in the meantime come back.
+          this.target = this.options.addresses.indexOf(address);
           done(undefined, { ...result, attempts: n });
         });
       });
     };
-    const retry = (n: number, address: string, e: ChainError): void => {
+    const retry = (n: number, address: string, link: HeadLink | undefined, e: ChainError): void => {
       if (this.closed) return done(new ChainError('closed', 'the session was closed', false));
       if (!e.retryable && e.code !== 'unknown_chain') return done(e);
       this.resends++;
+      // A failure of a connection the pool already replaced (or a dial that failed while another
+      // succeeded) says nothing about the node now.
+      const current = this.pool.current(address) === link;
       if (e.code === 'not_head' && e.hint !== '') this.retarget(address, e.hint);
-      else if (movesOn.has(e.code) || (e.code === 'timeout' && !this.bugs.has('session-stays-on-timeout'))) this.retarget(address, undefined);
+      else if (current && movesOn.has(e.code) && !(this.bugs.has('session-stays-on-timeout') && e.code.includes('timeout'))) this.retarget(address, undefined);
       if (clock.now() + delay > deadline) return done(new ChainError('timeout', `no acknowledgement within ${timeoutMs} ms (last error ${e.code}); the outcome is unknown`, false));
       clock.after(delay, () => attempt(n + 1));
       delay = Math.min(delay * 2, this.options.retryDelayMsMax ?? 200);

@@ -42,7 +42,10 @@ function dial(address: string, role: 'client' | 'admin', options: ClientOptions)
   });
 }
 
-const settle = <T>(resolve: (value: T) => void, reject: (error: Error) => void) => (error: ChainError | undefined, value?: T) => (error !== undefined ? reject(error) : resolve(value as T));
+const settle =
+  <T>(resolve: (value: T) => void, reject: (error: Error) => void) =>
+  (error: ChainError | undefined, value?: T) =>
+    error !== undefined ? reject(error) : resolve(value as T);
 
 /** The head API on one connection. */
 export class ChainClient {
@@ -182,7 +185,10 @@ export function tcpSession(options: ClientOptions & SessionOptions): ChainSessio
 /** Where `doc` lives, for any client: its chain, and that chain's head in the newest configuration a reachable node reports. */
 export function lookupHead(doc: string, chains: number, addresses: readonly string[], options: ClientOptions): Promise<{ chain: string; node: string; address: string; epoch: number }> {
   const chain = chainOf(doc, chainIds(chains));
-  const pool = new LinkPool({ net: tcpNet(options), clock: systemClock }, { name: options.name ?? 'lookup', requestTimeoutMs: options.requestTimeoutMs ?? 1_000, connectTimeoutMs: options.connectTimeoutMs ?? 500 });
+  const pool = new LinkPool(
+    { net: tcpNet(options), clock: systemClock },
+    { name: options.name ?? 'lookup', requestTimeoutMs: options.requestTimeoutMs ?? 1_000, connectTimeoutMs: options.connectTimeoutMs ?? 500 },
+  );
   return new Promise((resolve, reject) =>
     findHead(pool, systemClock, addresses, chain, options.requestTimeoutMs ?? 1_000, (error, found) => {
       pool.close();

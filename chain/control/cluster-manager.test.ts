@@ -37,8 +37,15 @@ test.serial('a 5-node cluster survives SIGKILL of each node in turn, failed over
       const before = cluster.events.length;
       await cluster.kill(victim);
       await cluster.waitHealthy(); // k live members per chain again, without the victim
-      t.true(cluster.events.slice(before).some((e) => e.kind === 'member' && e.node === victim && e.state === 'dead'), `${victim} was never declared dead`);
-      for (const config of cluster.manager.configs.values()) t.false(config.members.some((m) => m.node === victim), `${victim} is still in ${config.chain}`);
+      t.true(
+        cluster.events.slice(before).some((e) => e.kind === 'member' && e.node === victim && e.state === 'dead'),
+        `${victim} was never declared dead`,
+      );
+      for (const config of cluster.manager.configs.values())
+        t.false(
+          config.members.some((m) => m.node === victim),
+          `${victim} is still in ${config.chain}`,
+        );
       await cluster.startNode(victim);
       await cluster.waitHealthy();
       // Any client finds each document's head from the nodes alone, as the manager sees it.

@@ -72,7 +72,7 @@ export class ClusterManager {
       let best: ChainConfig | undefined;
       for (const info of infos) if (info !== undefined && info.epoch > 0 && (best === undefined || info.epoch > best.epoch)) best = { chain, epoch: info.epoch, members: info.members };
       // After a restart of the whole cluster the nodes may listen elsewhere: same members, new addresses, next epoch.
-      if (best !== undefined && best.members.some((m) => address.has(m.node) && address.get(m.node) !== m.address)) {
+      if (best?.members.some((m) => address.has(m.node) && address.get(m.node) !== m.address)) {
         best = { chain, epoch: best.epoch + 1, members: best.members.map((m) => ({ ...m, address: address.get(m.node) ?? m.address })) };
       }
       configs.push(best ?? (placed.find((p) => p.chain === chain) as ChainConfig));

@@ -38,7 +38,9 @@ export function removeNode(config: ChainConfig, node: string, joining: ReadonlyS
   if (config.members.length === 1) throw new Error(`cannot remove ${node}: it is the last member of chain ${config.chain}`);
   const rest = config.members.filter((m) => m.node !== node);
   if (rest.every((m) => joining.has(m.node))) {
-    throw new Error(`cannot remove ${node} from chain ${config.chain}: ${rest.map((m) => m.node).join(', ')} ha${rest.length === 1 ? 's' : 've'} not caught up yet; retry once they have (see status caughtUpEpoch)`);
+    throw new Error(
+      `cannot remove ${node} from chain ${config.chain}: ${rest.map((m) => m.node).join(', ')} ha${rest.length === 1 ? 's' : 've'} not caught up yet; retry once they have (see status caughtUpEpoch)`,
+    );
   }
   return { chain: config.chain, epoch: config.epoch + 1, members: rest };
 }

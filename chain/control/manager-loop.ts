@@ -315,17 +315,21 @@ export class ManagerLoop {
     });
   }
 
-  /** Asks members that joined for their caughtUpEpoch. */
+  /**
+   * Asks every member that joined after the chain was made for its caughtUpEpoch. The latest
+   * answer counts, not the highest: a node that lost its data reports less, and must then be
+   * treated as catching up again.
+   */
   private pollJoiners(): void {
     for (const [chain, config] of this.configs) {
       for (const m of config.members) {
-        if (m.sinceEpoch <= 1 || (this.caughtUp.get(chain)?.get(m.node) ?? 0) >= m.sinceEpoch) continue;
+        if (m.sinceEpoch <= 1) continue;
         if (this.swim !== undefined && this.swim.state(m.node) === 'dead') continue;
         this.admin(m.address, (admin) =>
           admin?.lookup(chain, (error, info) => {
-            if (error !== undefined || info === undefined) return;
+            if (error !== undefined || info === undefined || info.epoch === 0) return;
             const known = this.caughtUp.get(chain) ?? new Map<string, number>();
-            known.set(m.node, Math.max(known.get(m.node) ?? 0, info.caughtUpEpoch));
+            known.set(m.node, info.caughtUpEpoch);
             this.caughtUp.set(chain, known);
           }),
         );

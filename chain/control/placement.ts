@@ -50,7 +50,12 @@ export function preferred(chain: string, nodes: readonly string[], k: number): s
 export function initialPlacement(nodes: readonly NodeAddress[], chains: number, k: number): ChainConfig[] {
   const names = nodes.map((n) => n.node);
   const address = new Map(nodes.map((n) => [n.node, n.address]));
-  return chainIds(chains).map((chain) => initialConfig(chain, preferred(chain, names, Math.min(k, names.length)).map((node) => ({ node, address: address.get(node) as string }))));
+  return chainIds(chains).map((chain) =>
+    initialConfig(
+      chain,
+      preferred(chain, names, Math.min(k, names.length)).map((node) => ({ node, address: address.get(node) as string })),
+    ),
+  );
 }
 
 export interface Membership {

@@ -52,7 +52,10 @@ for (const seed of [1, 2, 3, 4, 5]) {
   test(`a killed member is declared dead by every other member within deathBoundMs (seed ${seed})`, (t) => {
     const net = new Net(5, seed);
     net.run(2_000);
-    t.true([...net.swims.keys()].every((a) => [...net.swims.keys()].every((b) => net.stateOf(a, b) === 'alive')), 'not all alive before the kill');
+    t.true(
+      [...net.swims.keys()].every((a) => [...net.swims.keys()].every((b) => net.stateOf(a, b) === 'alive')),
+      'not all alive before the kill',
+    );
     const killedAt = net.now;
     net.killed.add('n3');
     const bound = deathBoundMs((net.swims.get('n1') as Swim).options, 5);
@@ -62,7 +65,10 @@ for (const seed of [1, 2, 3, 4, 5]) {
     t.true(deaths.every((c) => c.at > killedAt));
     t.log(`first declared dead ${Math.min(...deaths.map((d) => d.at)) - killedAt} ms after the kill (bound ${bound} ms)`);
     // No false positives among the living.
-    t.deepEqual(net.changes.filter((c) => c.node !== 'n3' && c.state === 'dead'), []);
+    t.deepEqual(
+      net.changes.filter((c) => c.node !== 'n3' && c.state === 'dead'),
+      [],
+    );
   });
 }
 
@@ -73,8 +79,14 @@ test('a member paused for 300 ms (below the suspicion timeout) is never declared
     net.pausedUntil.set('n2', net.now + 300);
     net.run(net.now + 1_000);
   }
-  t.deepEqual(net.changes.filter((c) => c.state === 'dead'), []);
-  t.true(net.changes.some((c) => c.node === 'n2' && c.state === 'suspect'), 'the pauses were never even suspected: the test does not test');
+  t.deepEqual(
+    net.changes.filter((c) => c.state === 'dead'),
+    [],
+  );
+  t.true(
+    net.changes.some((c) => c.node === 'n2' && c.state === 'suspect'),
+    'the pauses were never even suspected: the test does not test',
+  );
   for (const by of ['n1', 'n3', 'n4', 'n5']) t.is(net.stateOf('n2', by), 'alive');
 });
 

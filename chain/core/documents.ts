@@ -6,7 +6,7 @@
 import { assert } from '../../engine/assert.ts';
 import type { DocumentType } from '../../engine/document.ts';
 import { findDocumentType } from '../../engine/documents/index.ts';
-import { type JsonObject } from '../../engine/json.ts';
+import type { JsonObject } from '../../engine/json.ts';
 import { idPattern } from './config.ts';
 import { DedupeTable, type DedupeLimits } from './dedupe.ts';
 import type { GroupCommit } from './durability.ts';
@@ -54,6 +54,8 @@ export class Documents {
   private readonly docs = new Map<string, Doc>();
   /** Queue entries over all documents. */
   queuedTotal = 0;
+  /** Counts every change of seqs (appends, applications, transfers, forgetting): observers compare it to skip unchanged replicas. */
+  version = 0;
 
   constructor(
     private readonly chain: string,
@@ -137,6 +139,7 @@ export class Documents {
 
   /** Appends a sequenced envelope to the queue (a write). */
   enqueue(doc: Doc, envelope: WireEnvelope): void {
+    this.version++;
     assert(envelope.seq === lastSeqOf(doc) + 1, () => `enqueue: seq ${envelope.seq} does not follow ${lastSeqOf(doc)} on ${doc.id}`);
     this.writes.put(keys.queue(this.chain, doc.id, envelope.seq), JSON.stringify(envelope));
     doc.queue.push(envelope);
@@ -147,6 +150,7 @@ export class Documents {
 
   /** Removes the queue entry for `seq` (the head of the queue); returns its append batch. */
   shift(doc: Doc, seq: number): number {
+    this.version++;
     const entry = doc.queue.shift() as WireEnvelope;
     const batch = doc.queueBatch.shift() as number;
     assert(entry.seq === seq, () => `shiftQueue: queue head is ${entry.seq}, not ${seq}`);
@@ -158,6 +162,7 @@ export class Documents {
 
   /** The durable half of applying a delta: log, appliedSeq, dedupe, compaction, meta. */
   record(doc: Doc, delta: WireDelta): void {
+    this.version++;
     assert(delta.seq === doc.appliedSeq + 1, () => `recordDelta: seq ${delta.seq} does not follow ${doc.appliedSeq}`);
     doc.appliedSeq = delta.seq;
     doc.log.push(delta);
@@ -180,6 +185,7 @@ export class Documents {
 
   /** Replaces everything up to `seq` by a transferred snapshot and dedupe table. */
   replace(doc: Doc, seq: number, state: JsonObject, stateJson: string, dedupe: Map<string, DedupeEntry[]>): void {
+    this.version++;
     for (let s = doc.logFrom; s <= doc.appliedSeq; s++) this.writes.del(keys.log(this.chain, doc.id, s));
     doc.dedupe.forgetAll(this.writes);
     while (doc.queue.length > 0 && (doc.queue[0] as WireEnvelope).seq <= seq) this.shift(doc, (doc.queue[0] as WireEnvelope).seq);
@@ -196,6 +202,7 @@ export class Documents {
 
   /** Drops the queue (the messages were not committed; the sync of a new epoch resends what the chain still has). */
   dropQueue(doc: Doc): void {
+    this.version++;
     for (const entry of doc.queue) this.writes.del(keys.queue(this.chain, doc.id, entry.seq));
     this.queuedTotal -= doc.queue.length;
     doc.queue = [];
@@ -205,6 +212,7 @@ export class Documents {
 
   /** Forgets a document entirely (a joiner takes everything by state transfer). */
   forget(doc: Doc): void {
+    this.version++;
     this.dropQueue(doc);
     for (let seq = doc.logFrom; seq <= doc.appliedSeq; seq++) this.writes.del(keys.log(this.chain, doc.id, seq));
     doc.dedupe.forgetAll(this.writes);

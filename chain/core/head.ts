@@ -85,65 +85,76 @@ export class Head {
   submit(to: ClientRef, s: Submit, now: number): void {
     const r = this.r;
     const limits = r.limits;
-    const fail = (code: string, message: string, retryable = false, hint = ''): void => r.clientFailure(to, s.requestId, code, message, retryable, hint);
     const role = r.role;
     if (role !== 'head' && role !== 'single') {
-      return fail('not_head', `node ${r.node} is not the head of chain ${r.chain} (epoch ${r.epoch}); send to ${r.members[0]?.node ?? 'the head'}`, true, r.headAddress);
+      return r.clientFailure(to, s.requestId, 'not_head', `node ${r.node} is not the head of chain ${r.chain} (epoch ${r.epoch}); send to ${r.members[0]?.node ?? 'the head'}`, true, r.headAddress);
     }
     const why = r.notServing(now);
-    if (why !== undefined) return fail('unavailable', `${why}; retry shortly`, true);
-    if (s.chain !== r.chain) return fail('wrong_chain', `this replica serves chain ${r.chain}, not ${s.chain}`);
-    if (!idPattern.test(s.clientId)) return fail('invalid_client', `client ids match ${idPattern}`);
-    if (!Number.isSafeInteger(s.clientSeq) || s.clientSeq < 1) return fail('invalid_client', 'clientSeq must be a positive integer');
-    if (s.viewer.length === 0 || s.viewer.length > 128) return fail('invalid_viewer', 'a viewer id is 1 to 128 characters');
+    if (why !== undefined) return r.clientFailure(to, s.requestId, 'unavailable', `${why}; retry shortly`, true);
+    if (s.chain !== r.chain) return r.clientFailure(to, s.requestId, 'wrong_chain', `this replica serves chain ${r.chain}, not ${s.chain}`);
+    if (!idPattern.test(s.clientId)) return r.clientFailure(to, s.requestId, 'invalid_client', `client ids match ${idPattern}`);
+    if (!Number.isSafeInteger(s.clientSeq) || s.clientSeq < 1) return r.clientFailure(to, s.requestId, 'invalid_client', 'clientSeq must be a positive integer');
+    if (s.viewer.length === 0 || s.viewer.length > 128) return r.clientFailure(to, s.requestId, 'invalid_viewer', 'a viewer id is 1 to 128 characters');
     const existing = r.docs.get(s.doc);
     let type: DocumentType;
     if (existing !== undefined) {
       type = existing.type;
-      if (s.docType !== type.name) return fail('wrong_doc_type', `document ${s.doc} is a ${type.name}, not a ${s.docType}`);
+      if (s.docType !== type.name) return r.clientFailure(to, s.requestId, 'wrong_doc_type', `document ${s.doc} is a ${type.name}, not a ${s.docType}`);
       // Exactly once: a (clientId, clientSeq) seen before is answered, not applied again.
       const seen = r.bugs.has('no-dedupe') ? undefined : existing.dedupe.find(s.clientId, s.clientSeq);
       if (seen !== undefined) {
-        if (!r.commit.hasRoom()) return fail('busy', `node ${r.node} has too many answers waiting for its disk; retry shortly`, true);
+        if (!r.commit.hasRoom()) return r.clientFailure(to, s.requestId, 'busy', `node ${r.node} has too many answers waiting for its disk; retry shortly`, true);
         // The entry may come from a write that is not durable yet (its own ack is waiting for it).
         const ack = make('ack', { requestId: s.requestId, seq: seen[1], outcomeJson: seen[2], duplicate: true });
         r.commit.after(r.commit.written, () => r.toClient(to, ack));
         return;
       }
       if (existing.dedupe.tooOld(s.clientId, s.clientSeq, limits)) {
-        return fail('client_seq_too_old', `clientSeq ${s.clientSeq} is older than the last ${limits.dedupeWindowMax} this document remembers for ${s.clientId}`);
+        return r.clientFailure(
+          to,
+          s.requestId,
+          'client_seq_too_old',
+          `clientSeq ${s.clientSeq} is older than the last ${limits.dedupeWindowMax} this document remembers for ${s.clientId}: whether it was applied is unknown`,
+        );
       }
       const queuedSeq = r.bugs.has('no-dedupe') ? undefined : existing.queued.get(clientKey(s.clientId, s.clientSeq));
       if (queuedSeq !== undefined) {
         const list = this.waiters.get(existing.id)?.get(queuedSeq) ?? [];
-        if (list.length >= limits.waitersPerMessageMax) return fail('busy', `${list.length} requests already wait for this message (waitersPerMessageMax); wait for their answer`, true);
+        if (list.length >= limits.waitersPerMessageMax)
+          return r.clientFailure(to, s.requestId, 'busy', `${list.length} requests already wait for this message (waitersPerMessageMax); wait for their answer`, true);
         this.wait(existing.id, queuedSeq, { to, requestId: s.requestId, duplicate: true });
         return;
       }
       if (existing.queue.length >= limits.docQueueDepthMax) {
-        return fail('busy', `document ${existing.id} has ${existing.queue.length} messages in flight (docQueueDepthMax); retry after a short delay`, true);
+        return r.clientFailure(to, s.requestId, 'busy', `document ${existing.id} has ${existing.queue.length} messages in flight (docQueueDepthMax); retry after a short delay`, true);
       }
       if (!existing.dedupe.has(s.clientId) && !existing.dedupe.admits(newClients(existing, s.clientId), now, limits, r.bugs)) {
-        return fail('busy', `document ${existing.id} remembers ${existing.dedupe.size} recent clients (dedupeClientsMax ${limits.dedupeClientsMax}); new clients wait until one has been idle for ${limits.dedupeIdleMsMin} ms`, true);
+        return r.clientFailure(
+          to,
+          s.requestId,
+          'busy',
+          `document ${existing.id} remembers ${existing.dedupe.size} recent clients (dedupeClientsMax ${limits.dedupeClientsMax}); new clients wait until one has been idle for ${limits.dedupeIdleMsMin} ms`,
+          true,
+        );
       }
     } else {
-      if (!idPattern.test(s.doc)) return fail('invalid_doc', `document ids match ${idPattern}`);
+      if (!idPattern.test(s.doc)) return r.clientFailure(to, s.requestId, 'invalid_doc', `document ids match ${idPattern}`);
       const found = findDocumentType(s.docType);
-      if (found === undefined) return fail('unknown_doc_type', `no document type ${JSON.stringify(s.docType)}`);
+      if (found === undefined) return r.clientFailure(to, s.requestId, 'unknown_doc_type', `no document type ${JSON.stringify(s.docType)}`);
       type = found;
-      if (r.docs.size >= limits.documentsMax) return fail('too_many_documents', `documentsMax (${limits.documentsMax}) reached on chain ${r.chain}`);
+      if (r.docs.size >= limits.documentsMax) return r.clientFailure(to, s.requestId, 'too_many_documents', `documentsMax (${limits.documentsMax}) reached on chain ${r.chain}`);
     }
     if (r.docs.queuedTotal >= limits.nodeQueueDepthMax) {
-      return fail('busy', `chain ${r.chain} has ${r.docs.queuedTotal} messages in flight on this node (nodeQueueDepthMax); retry after a short delay`, true);
+      return r.clientFailure(to, s.requestId, 'busy', `chain ${r.chain} has ${r.docs.queuedTotal} messages in flight on this node (nodeQueueDepthMax); retry after a short delay`, true);
     }
-    if (type.findChannel(s.channel) === undefined) return fail('unknown_channel', `document type ${type.name} has no channel ${JSON.stringify(s.channel)}`);
-    if (utf8Length(s.payloadJson) > type.limits.payloadBytesMax) return fail('payload_too_large', `payload is over ${type.limits.payloadBytesMax} bytes`);
+    if (type.findChannel(s.channel) === undefined) return r.clientFailure(to, s.requestId, 'unknown_channel', `document type ${type.name} has no channel ${JSON.stringify(s.channel)}`);
+    if (utf8Length(s.payloadJson) > type.limits.payloadBytesMax) return r.clientFailure(to, s.requestId, 'payload_too_large', `payload is over ${type.limits.payloadBytesMax} bytes`);
     try {
       JSON.parse(s.payloadJson);
     } catch {
-      return fail('invalid_payload', 'payload is not JSON text');
+      return r.clientFailure(to, s.requestId, 'invalid_payload', 'payload is not JSON text');
     }
-    if (!r.commit.hasRoom(2)) return fail('busy', `node ${r.node} has too many actions waiting for its disk; retry shortly`, true);
+    if (!r.commit.hasRoom(2)) return r.clientFailure(to, s.requestId, 'busy', `node ${r.node} has too many actions waiting for its disk; retry shortly`, true);
 
     // Accepted: the document exists from now on.
     const obtained = existing ?? r.docs.obtain(s.doc, s.docType);
@@ -243,34 +254,34 @@ export class Head {
 
   subscribe(to: ClientRef, s: Subscribe, now: number): void {
     const r = this.r;
-    const fail = (code: string, message: string, retryable = false, hint = ''): void => r.clientFailure(to, s.requestId, code, message, retryable, hint);
     const role = r.role;
-    if (role !== 'head' && role !== 'single') return fail('not_head', `node ${r.node} is not the head of chain ${r.chain}`, true, r.headAddress);
+    if (role !== 'head' && role !== 'single') return r.clientFailure(to, s.requestId, 'not_head', `node ${r.node} is not the head of chain ${r.chain}`, true, r.headAddress);
     const why = r.notServing(now);
-    if (why !== undefined) return fail('unavailable', `${why}; retry shortly`, true);
-    if (s.chain !== r.chain) return fail('wrong_chain', `this replica serves chain ${r.chain}, not ${s.chain}`);
-    if (s.viewer.length === 0 || s.viewer.length > 128) return fail('invalid_viewer', 'a viewer id is 1 to 128 characters');
-    if (!idPattern.test(s.doc)) return fail('invalid_doc', `document ids match ${idPattern}`);
+    if (why !== undefined) return r.clientFailure(to, s.requestId, 'unavailable', `${why}; retry shortly`, true);
+    if (s.chain !== r.chain) return r.clientFailure(to, s.requestId, 'wrong_chain', `this replica serves chain ${r.chain}, not ${s.chain}`);
+    if (s.viewer.length === 0 || s.viewer.length > 128) return r.clientFailure(to, s.requestId, 'invalid_viewer', 'a viewer id is 1 to 128 characters');
+    if (!idPattern.test(s.doc)) return r.clientFailure(to, s.requestId, 'invalid_doc', `document ids match ${idPattern}`);
     const type = findDocumentType(s.docType);
-    if (type === undefined) return fail('unknown_doc_type', `no document type ${JSON.stringify(s.docType)}`);
+    if (type === undefined) return r.clientFailure(to, s.requestId, 'unknown_doc_type', `no document type ${JSON.stringify(s.docType)}`);
     const doc = r.docs.get(s.doc);
-    if (doc !== undefined && doc.type !== type) return fail('wrong_doc_type', `document ${s.doc} is a ${doc.type.name}, not a ${s.docType}`);
+    if (doc !== undefined && doc.type !== type) return r.clientFailure(to, s.requestId, 'wrong_doc_type', `document ${s.doc} is a ${doc.type.name}, not a ${s.docType}`);
     const key = subKey(to, s.requestId);
     let view = this.views.get(s.doc);
-    if (view?.subs.has(key) === true) return fail('duplicate_request', `request ${s.requestId} already subscribed on this connection`);
-    if (view !== undefined && view.type !== type) return fail('wrong_doc_type', `document ${s.doc} is watched as a ${view.type.name}`);
-    if (this.subscriptionCount >= r.limits.nodeSubscriptionsMax) return fail('too_many_subscriptions', `nodeSubscriptionsMax (${r.limits.nodeSubscriptionsMax}) reached on ${r.node}`, true);
+    if (view?.subs.has(key) === true) return r.clientFailure(to, s.requestId, 'duplicate_request', `request ${s.requestId} already subscribed on this connection`);
+    if (view !== undefined && view.type !== type) return r.clientFailure(to, s.requestId, 'wrong_doc_type', `document ${s.doc} is watched as a ${view.type.name}`);
+    if (this.subscriptionCount >= r.limits.nodeSubscriptionsMax)
+      return r.clientFailure(to, s.requestId, 'too_many_subscriptions', `nodeSubscriptionsMax (${r.limits.nodeSubscriptionsMax}) reached on ${r.node}`, true);
     if (view === undefined) {
       view = this.createView(s.doc, type, doc);
-      if (view === undefined) return fail('unavailable', `document ${s.doc} is catching up; retry shortly`, true);
+      if (view === undefined) return r.clientFailure(to, s.requestId, 'unavailable', `document ${s.doc} is catching up; retry shortly`, true);
       this.views.set(s.doc, view);
     }
-    if (view.subs.size >= r.limits.subscriptionsMax) return fail('too_many_subscriptions', `subscriptionsMax (${r.limits.subscriptionsMax}) reached on ${s.doc}`, true);
-    this.join(s.doc, view, { to, requestId: s.requestId, viewer: s.viewer });
+    if (view.subs.size >= r.limits.subscriptionsMax) return r.clientFailure(to, s.requestId, 'too_many_subscriptions', `subscriptionsMax (${r.limits.subscriptionsMax}) reached on ${s.doc}`, true);
+    this.join(s.doc, view, { to, requestId: s.requestId, viewer: s.viewer }, s);
   }
 
   /** Adds a subscription to a view and sends its full view (or a typed refusal). */
-  private join(docId: string, view: HeadView, sub: Subscription): void {
+  private join(docId: string, view: HeadView, sub: Subscription, s?: Subscribe): void {
     let speculative: JsonObject;
     let confirmed: JsonObject;
     try {
@@ -286,7 +297,8 @@ export class Head {
     view.subs.set(subKey(sub.to, sub.requestId), sub);
     view.viewers.set(sub.viewer, (view.viewers.get(sub.viewer) ?? 0) + 1);
     this.subscriptionCount++;
-    this.sendView(docId, view, sub, 'full', view.speculation.confirmedSeq, JSON.stringify(speculative), JSON.stringify(confirmed));
+    const update = this.sendView(docId, view, sub, 'full', view.speculation.confirmedSeq, JSON.stringify(speculative), JSON.stringify(confirmed));
+    if (s !== undefined) this.r.observer.subscribed?.(s, update);
   }
 
   unsubscribe(to: ClientRef, requestId: number, docId: string): void {
@@ -343,7 +355,7 @@ export class Head {
    * applied but not committed yet, those deltas and the queue then speculated on top. Undefined
    * when the log no longer holds the undo it needs (the caller retries).
    */
-  private createView(docId: string, type: DocumentType, doc: Doc | undefined): HeadView | undefined {
+  private createView(_docId: string, type: DocumentType, doc: Doc | undefined): HeadView | undefined {
     const r = this.r;
     const bound = 2 * r.limits.docQueueDepthMax + 2;
     let speculation: Speculation;
@@ -384,10 +396,11 @@ export class Head {
     }
   }
 
-  private sendView(docId: string, view: HeadView, sub: Subscription, kind: ViewKind, seq: number, json: string, confirmedJson: string): void {
+  private sendView(docId: string, view: HeadView, sub: Subscription, kind: ViewKind, seq: number, json: string, confirmedJson: string): ViewUpdate {
     const update: ViewUpdate = { requestId: sub.requestId, doc: docId, viewer: sub.viewer, kind, seq, json, confirmedJson };
     this.r.observer.viewFrame?.(update, view.type.name, { speculative: view.speculation.speculative, confirmed: view.speculation.confirmed });
     this.r.toClient(sub.to, make('viewUpdate', update));
+    return update;
   }
 
   // ---------------------------------------------------------------------------------------

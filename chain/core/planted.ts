@@ -38,6 +38,8 @@ export const plantedBugNames = [
   'subscription-leak',
   /** 8. A confirmed view shows state applied but not yet durable on every replica. */
   'undurable-reads',
+  /** 9. A document's state transfer goes in one frame, however long its log (a rejoin that never completes). */
+  'unsplit-catchup',
   /** 9. A client session keeps waiting on the same node when a request times out. */
   'session-stays-on-timeout',
 ] as const;

@@ -103,11 +103,7 @@ class Bench {
   }
 
   submit(node: string, requestId: number, doc: string, by: number, clientId = 'client-1', clientSeq = requestId): void {
-    this.replica(node).submit(
-      7,
-      { requestId, chain: 'c1', doc, docType: 'counter', channel: 'add', payloadJson: JSON.stringify({ by }), clientId, clientSeq, viewer: 'alice' },
-      this.now,
-    );
+    this.replica(node).submit(7, { requestId, chain: 'c1', doc, docType: 'counter', channel: 'add', payloadJson: JSON.stringify({ by }), clientId, clientSeq, viewer: 'alice' }, this.now);
   }
 
   acks(): Map<number, { seq: number; duplicate: boolean }> {
@@ -138,7 +134,7 @@ for (const k of [1, 2, 3]) {
     t.is(acks.size, 20);
     t.deepEqual(bench.failures(), []);
     const digests = bench.digests(nodes);
-    for (const d of digests) t.is(d, digests[0] ?? "");
+    for (const d of digests) t.is(d, digests[0] ?? '');
     const status = bench.replica(nodes[nodes.length - 1] ?? 'n1').status(fullStatus) as { docs: { doc: string; appliedSeq: number; state: { value: number } }[] };
     t.deepEqual(
       status.docs.map((d) => [d.doc, d.appliedSeq, d.state.value]),
@@ -171,11 +167,14 @@ test('a resend of the same (clientId, clientSeq) is answered from the dedupe tab
   bench.submit('n1', 3, 'doc-a', 5, 'client-9', 1); // resend after commit
   bench.pump();
   const acks = bench.acks();
-  t.deepEqual([acks.get(1), acks.get(2), acks.get(3)], [
-    { seq: 1, duplicate: false },
-    { seq: 1, duplicate: true },
-    { seq: 1, duplicate: true },
-  ]);
+  t.deepEqual(
+    [acks.get(1), acks.get(2), acks.get(3)],
+    [
+      { seq: 1, duplicate: false },
+      { seq: 1, duplicate: true },
+      { seq: 1, duplicate: true },
+    ],
+  );
   const state = (bench.replica('n3').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state;
   t.is(state?.value, 5);
 });
@@ -219,7 +218,10 @@ test('head removed: the successor takes over from its queue and dedupes resends'
   for (let i = 1; i <= 3; i++) bench.submit('n2', 100 + i, 'doc-a', 1, 'client-1', i);
   bench.pump();
   const acks = bench.acks();
-  t.deepEqual([101, 102, 103].map((r) => acks.get(r)?.seq), [1, 2, 3]);
+  t.deepEqual(
+    [101, 102, 103].map((r) => acks.get(r)?.seq),
+    [1, 2, 3],
+  );
   const value = (bench.replica('n3').status(fullStatus) as { docs: { state: { value: number } }[] }).docs[0]?.state.value;
   t.is(value, 3);
 });
@@ -250,13 +252,22 @@ test('a node joins at the tail by state transfer, with snapshots once the log wa
   bench.configure(['n1', 'n2', 'n3']);
   bench.pump();
   const joined = (bench.replica('n3').status(fullStatus) as { docs: { snapshotSeq: number; appliedSeq: number }[] }).docs;
-  t.deepEqual(joined.map((d) => [d.snapshotSeq, d.appliedSeq]), [[10, 10], [20, 20]], 'the joiner got snapshots: the log no longer reached back to seq 1');
+  t.deepEqual(
+    joined.map((d) => [d.snapshotSeq, d.appliedSeq]),
+    [
+      [10, 10],
+      [20, 20],
+    ],
+    'the joiner got snapshots: the log no longer reached back to seq 1',
+  );
   for (let i = 31; i <= 40; i++) {
     bench.submit('n1', i, 'doc-a', 1);
     bench.pump();
   }
   t.is(bench.acks().size, 40);
-  const digests = bench.digests(['n1', 'n2', 'n3']).map((d) => JSON.parse(d).map((x: { stateDigest: string; appliedSeq: number; dedupeDigest: string }) => [x.appliedSeq, x.stateDigest, x.dedupeDigest]));
+  const digests = bench
+    .digests(['n1', 'n2', 'n3'])
+    .map((d) => JSON.parse(d).map((x: { stateDigest: string; appliedSeq: number; dedupeDigest: string }) => [x.appliedSeq, x.stateDigest, x.dedupeDigest]));
   t.deepEqual(digests[0], digests[1]);
   t.deepEqual(digests[0], digests[2]);
 });
@@ -326,10 +337,15 @@ test('subscribers get a full view, then speculative deltas at once and confirmed
   const early = head.drain();
   bench.clientFrames.push(...early.clients);
   const kinds = (to: number): string[] =>
-    bench.clientFrames.filter((c) => c.to === to && c.frame.kind === 'viewUpdate').map((c) => (c.frame.kind === 'viewUpdate' ? `${c.frame.viewUpdate.kind}:${canonicalJson(JSON.parse(c.frame.viewUpdate.json))}` : ''));
+    bench.clientFrames
+      .filter((c) => c.to === to && c.frame.kind === 'viewUpdate')
+      .map((c) => (c.frame.kind === 'viewUpdate' ? `${c.frame.viewUpdate.kind}:${canonicalJson(JSON.parse(c.frame.viewUpdate.json))}` : ''));
   t.deepEqual(kinds(11), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"contributions":{"alice":7},"mine":7,"value":7}']);
   t.deepEqual(kinds(12), ['full:{"contributions":{},"mine":0,"value":0}', 'speculative:{"value":7}'], "bob never sees alice's contribution");
-  t.false(bench.clientFrames.some((c) => c.frame.kind === 'ack'), 'not committed yet');
+  t.false(
+    bench.clientFrames.some((c) => c.frame.kind === 'ack'),
+    'not committed yet',
+  );
   for (const frame of early.succ) t.is(bench.replica('n2').fromPred(frame, 'n1', bench.now), undefined);
   bench.pump();
   t.deepEqual(kinds(11).slice(2), ['confirmed:{"contributions":{"alice":7},"mine":7,"value":7}']);

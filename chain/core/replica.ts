@@ -131,6 +131,8 @@ export interface ReplicaObserver {
   sequenced?(envelope: WireEnvelope): void;
   /** Every view frame for a subscriber, with the speculative and confirmed states it was computed from. */
   viewFrame?(update: ViewUpdate, docType: string, basis: { readonly speculative: JsonObject; readonly confirmed: JsonObject }): void;
+  /** A subscription was answered with its full view. */
+  subscribed?(subscribe: Subscribe, full: ViewUpdate): void;
 }
 
 export interface ReplicaOptions {
@@ -345,7 +347,15 @@ export class Replica {
       more = ids.length > docsMax;
       for (const id of ids.slice(0, docsMax)) {
         const doc = this.docs.get(id) as Doc;
-        const entry: JsonObject = { doc: doc.id, docType: doc.type.name, appliedSeq: doc.appliedSeq, lastSeq: lastSeqOf(doc), queue: doc.queue.length, snapshotSeq: doc.snapshotSeq, logFrom: doc.logFrom };
+        const entry: JsonObject = {
+          doc: doc.id,
+          docType: doc.type.name,
+          appliedSeq: doc.appliedSeq,
+          lastSeq: lastSeqOf(doc),
+          queue: doc.queue.length,
+          snapshotSeq: doc.snapshotSeq,
+          logFrom: doc.logFrom,
+        };
         if (query.includeDigests === true) {
           const last = doc.log[doc.log.length - 1];
           entry.stateDigest = digest(canonicalJson(doc.state));
@@ -404,11 +414,11 @@ export class Replica {
   private flushPeerItems(): void {
     const { chain, epoch } = this;
     if (this.forwardPending.length > 0) {
-      for (const envelopes of chunk(this.forwardPending, this.limits, (e) => e.payloadJson.length + 96)) this.outSucc.push(make('forward', { chain, epoch, envelopes }));
+      for (const envelopes of chunk(this.forwardPending, this.limits, envelopeBytes)) this.outSucc.push(make('forward', { chain, epoch, envelopes }));
       this.forwardPending = [];
     }
     if (this.backPending.length > 0) {
-      for (const deltas of chunk(this.backPending, this.limits, (d) => d.redoJson.length + d.undoJson.length + d.outcomeJson.length + 64)) this.outPred.push(make('back', { chain, epoch, deltas }));
+      for (const deltas of chunk(this.backPending, this.limits, deltaBytes)) this.outPred.push(make('back', { chain, epoch, deltas }));
       this.backPending = [];
     }
   }
@@ -417,7 +427,7 @@ export class Replica {
     this.outClients.push({ to, frame });
   }
 
-  clientFailure(to: ClientRef, requestId: number, code: string, message: string, retryable: boolean, hint = ''): void {
+  clientFailure(to: ClientRef, requestId: number, code: string, message: string, retryable = false, hint = ''): void {
     this.toClient(to, failure(code, message, { requestId, retryable, epoch: this.epoch, hint }));
   }
 
@@ -446,7 +456,7 @@ export class Replica {
     const oldRole = this.role;
     const oldSucc = this.successor?.node;
     const me = next.members.find((m) => m.node === this.node);
-    const wasMember = previous !== undefined && previous.members.some((m) => m.node === this.node);
+    const wasMember = previous?.members.some((m) => m.node === this.node);
     const joining = me !== undefined && (!wasMember || me.sinceEpoch > (previous as ChainConfig).epoch);
 
     this.config = { chain: next.chain, epoch: next.epoch, members: next.members.map((m) => ({ node: m.node, address: m.address, sinceEpoch: m.sinceEpoch })) };
@@ -494,7 +504,13 @@ export class Replica {
 
   private writeConfigRecord(): void {
     const config = this.config as ChainConfig;
-    const record: ConfigRecord = { chain: config.chain, epoch: config.epoch, members: config.members, caughtUpEpoch: this.bugs.has('caught-up-in-memory') ? 0 : this.caughtUpWritten, servingFrom: this.servingFrom };
+    const record: ConfigRecord = {
+      chain: config.chain,
+      epoch: config.epoch,
+      members: config.members,
+      caughtUpEpoch: this.bugs.has('caught-up-in-memory') ? 0 : this.caughtUpWritten,
+      servingFrom: this.servingFrom,
+    };
     this.commit.put(keys.config(this.chain), JSON.stringify(record));
   }
 
@@ -551,7 +567,7 @@ export class Replica {
     for (const doc of this.docs.values()) applied.push({ doc: doc.id, docType: doc.type.name, seq: doc.appliedSeq, lastSeq: lastSeqOf(doc) });
     const parts = this.bugs.has('unsplit-frames') ? [applied] : chunk(applied, this.limits, (d) => d.doc.length + d.docType.length + 32);
     if (parts.length === 0) parts.push([]);
-    parts.forEach((part, i) => this.outSucc.push(make('attach', { chain: this.chain, epoch: this.epoch, applied: part, more: i < parts.length - 1 })));
+    for (const [i, part] of parts.entries()) this.outSucc.push(make('attach', { chain: this.chain, epoch: this.epoch, applied: part, more: i < parts.length - 1 }));
     this.succState = 'attaching';
     this.attachSentAt = this.now;
   }
@@ -565,7 +581,11 @@ export class Replica {
     if (epoch > this.epoch) return { code: 'epoch_unknown', message: `node ${this.node} has not been configured for epoch ${epoch} yet (it has ${this.epoch})`, retryable: true };
     const expected = side === 'pred' ? this.predecessor : this.successor;
     if (expected?.node !== fromNode) {
-      return { code: side === 'pred' ? 'not_predecessor' : 'not_successor', message: `${fromNode} is not the ${side === 'pred' ? 'predecessor' : 'successor'} of ${this.node} in epoch ${this.epoch}`, retryable: false };
+      return {
+        code: side === 'pred' ? 'not_predecessor' : 'not_successor',
+        message: `${fromNode} is not the ${side === 'pred' ? 'predecessor' : 'successor'} of ${this.node} in epoch ${this.epoch}`,
+        retryable: false,
+      };
     }
     return undefined;
   }
@@ -652,8 +672,7 @@ export class Replica {
       this.linkDown('succ');
       return undefined;
     }
-    const body =
-      frame.kind === 'sync' ? frame.sync : frame.kind === 'catchup' ? frame.catchup : frame.kind === 'back' ? frame.back : frame.kind === 'leaseAck' ? frame.leaseAck : undefined;
+    const body = frame.kind === 'sync' ? frame.sync : frame.kind === 'catchup' ? frame.catchup : frame.kind === 'back' ? frame.back : frame.kind === 'leaseAck' ? frame.leaseAck : undefined;
     if (body === undefined) return protocol(`a successor may not send ${frame.kind}`);
     const rejection = this.fence(body.epoch, fromNode, 'succ') ?? this.checkChain(body.chain);
     if (rejection !== undefined) return rejection;
@@ -739,7 +758,7 @@ export class Replica {
         if (c !== undefined) catchups.push(c);
       }
       this.flushPeerItems();
-      for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outSucc.push(make('catchup', { chain: this.chain, epoch, docs }));
+      for (const docs of this.catchupFrames(catchups)) this.outSucc.push(make('catchup', { chain: this.chain, epoch, docs }));
       if (!this.bugs.has('no-queue-resend')) for (const doc of this.docs.values()) for (const entry of doc.queue) this.forwardPending.push(entry);
       this.succState = 'synced';
       if (this.role === 'head') this.startLeaseRound();
@@ -768,18 +787,42 @@ export class Replica {
       if (this.epoch !== epoch || this.predState !== 'answering') return;
       this.predState = 'answered';
       this.flushPeerItems(); // frames queued before the answer go before it
-      for (const docs of chunk(catchups, this.limits, catchupBytes)) this.outPred.push(make('catchup', { chain: this.chain, epoch, docs }));
+      for (const docs of this.catchupFrames(catchups)) this.outPred.push(make('catchup', { chain: this.chain, epoch, docs }));
       if (this.bugs.has('unsplit-frames')) {
         this.outPred.push(make('sync', { chain: this.chain, epoch, applied, envelopes, more: false }));
         return;
       }
       const appliedParts = chunk(applied, this.limits, (d) => d.doc.length + d.docType.length + 32);
-      const envelopeParts = chunk(envelopes, this.limits, (e) => e.payloadJson.length + 96);
+      const envelopeParts = chunk(envelopes, this.limits, envelopeBytes);
       const frames = Math.max(1, appliedParts.length + envelopeParts.length);
       for (let i = 0; i < frames; i++) {
-        this.outPred.push(make('sync', { chain: this.chain, epoch, applied: appliedParts[i] ?? [], envelopes: i >= appliedParts.length ? (envelopeParts[i - appliedParts.length] ?? []) : [], more: i < frames - 1 }));
+        this.outPred.push(
+          make('sync', { chain: this.chain, epoch, applied: appliedParts[i] ?? [], envelopes: i >= appliedParts.length ? (envelopeParts[i - appliedParts.length] ?? []) : [], more: i < frames - 1 }),
+        );
       }
     });
+  }
+
+  /**
+   * State transfer in frames under frameBytesTarget: a long log is split into several pieces of
+   * one document, in seq order (the snapshot, if any, with the first), so no frame carries a
+   * whole log (one of 34,000 entries did not fit in frameBytesMax, and the chain never re-formed).
+   */
+  private catchupFrames(catchups: readonly DocCatchup[]): DocCatchup[][] {
+    if (this.bugs.has('unsplit-catchup')) return chunk(catchups, this.limits, catchupBytes);
+    const pieces: DocCatchup[] = [];
+    for (const c of catchups) {
+      if (c.deltas.length === 0) {
+        pieces.push(c);
+        continue;
+      }
+      let first = true;
+      for (const deltas of chunk(c.deltas, this.limits, deltaBytes)) {
+        pieces.push(first ? { ...c, deltas } : { doc: c.doc, docType: c.docType, snapshotSeq: 0, snapshotJson: '', dedupeJson: '', deltas });
+        first = false;
+      }
+    }
+    return chunk(pieces, this.limits, catchupBytes);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -891,7 +934,8 @@ export class Replica {
     }
     if (envelope.seq !== last + 1) return protocol(`sequence gap on ${doc.id}: got ${envelope.seq} after ${last}`);
     if (!this.bugs.has('unvalidated-peer-input')) {
-      if (doc.queue.length >= 2 * this.limits.docQueueDepthMax || this.docs.queuedTotal >= 2 * this.limits.nodeQueueDepthMax) return invalid(`the predecessor sends past the queue bounds on ${doc.id}`);
+      if (doc.queue.length >= 2 * this.limits.docQueueDepthMax || this.docs.queuedTotal >= 2 * this.limits.nodeQueueDepthMax)
+        return invalid(`the predecessor sends past the queue bounds on ${doc.id}`);
     }
     if (!this.commit.hasRoom()) return { code: 'busy', message: `node ${this.node} has too many actions waiting for its disk`, retryable: true };
     if (this.role === 'tail') this.executeAsTail(doc, envelope, false);
@@ -913,7 +957,6 @@ export class Replica {
     }
     const redo = this.parseRedo(delta);
     if (redo === undefined) return invalid(`the redo of ${doc.id}@${delta.seq} is not a JSON object`);
-    if (this.role === 'head' && !this.bugs.has('unvalidated-peer-input') && !isOutcome(parseJson(delta.outcomeJson))) return invalid(`the outcome of ${doc.id}@${delta.seq} is malformed`);
     if (!this.commit.hasRoom()) return { code: 'busy', message: `node ${this.node} has too many actions waiting for its disk`, retryable: true };
     const batch = head !== undefined ? this.docs.shift(doc, delta.seq) : this.commit.open;
     applyInPlace(redo, doc.state);
@@ -1039,19 +1082,21 @@ export function isDoc(value: Doc | { code: string; message: string }): value is 
   return 'state' in value;
 }
 
-function isOutcome(value: unknown): boolean {
-  if (!isObject(value)) return false;
-  if (value.ok === true) return true;
-  return value.ok === false && typeof value.code === 'string' && typeof value.message === 'string';
-}
-
 function digest(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
+function envelopeBytes(e: WireEnvelope): number {
+  return e.doc.length + e.docType.length + e.viewer.length + e.channel.length + e.payloadJson.length + e.clientId.length + 48;
+}
+
+function deltaBytes(d: WireDelta): number {
+  return d.doc.length + d.redoJson.length + d.undoJson.length + d.outcomeJson.length + d.clientId.length + 48;
+}
+
 function catchupBytes(c: DocCatchup): number {
-  let bytes = c.snapshotJson.length + c.dedupeJson.length + 64;
-  for (const d of c.deltas) bytes += d.redoJson.length + d.undoJson.length + 64;
+  let bytes = c.doc.length + c.docType.length + c.snapshotJson.length + c.dedupeJson.length + 32;
+  for (const d of c.deltas) bytes += deltaBytes(d);
   return bytes;
 }
 

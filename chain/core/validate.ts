@@ -55,7 +55,17 @@ export function checkDelta(d: WireDelta): string | undefined {
   if (!isSeq(d.seq, 1)) return `delta ${d.doc}: bad seq`;
   if (!isText(d.redoJson, peerJsonBytesMax) || !isText(d.undoJson, peerJsonBytesMax) || !isText(d.outcomeJson, 64 * 1024)) return `delta ${d.doc}@${d.seq}: bad JSON fields`;
   if (typeof d.timestamp !== 'number' || !Number.isSafeInteger(d.timestamp)) return `delta ${d.doc}@${d.seq}: bad timestamp`;
+  // Every node stores the undo and the outcome and passes them on: check them where they enter.
+  if (!isObject(parseJson(d.undoJson))) return `delta ${d.doc}@${d.seq}: the undo is not a JSON object`;
+  if (!isOutcome(parseJson(d.outcomeJson))) return `delta ${d.doc}@${d.seq}: the outcome is malformed`;
   return checkClient(d.clientId, d.clientSeq, `delta ${d.doc}@${d.seq}`);
+}
+
+/** {ok: true} or {ok: false, code, message}. */
+export function isOutcome(value: unknown): boolean {
+  if (!isObject(value)) return false;
+  if (value.ok === true) return true;
+  return value.ok === false && typeof value.code === 'string' && typeof value.message === 'string';
 }
 
 export function checkDocSeq(d: DocSeq): string | undefined {

@@ -16,6 +16,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { assert } from '../../engine/assert.ts';
 import { frame, frameBytesMaxDefault, FrameReader, WireError } from './framing.ts';
+import { Inbox } from './io.ts';
 import { decodeFrame, encodeFrame, failure, make, type Frame, type Hello, type Role } from './wire.ts';
 
 export interface ConnectionOptions {
@@ -57,9 +58,8 @@ type CloseHandler = (error: Error | undefined) => void;
 
 /** One open, authenticated connection. */
 export class Connection {
-  private onFrameHandler: FrameHandler | undefined;
-  /** Frames received before a handler was set (they arrived with the handshake). */
-  private early: Frame[] = [];
+  /** Frames received before a handler was set (they arrived with the handshake) wait here. */
+  private readonly inbox = new Inbox();
   private readonly closeHandlers: CloseHandler[] = [];
   private closed = false;
   private corked = false;
@@ -95,13 +95,7 @@ export class Connection {
   }
 
   onFrame(handler: FrameHandler): this {
-    this.onFrameHandler = handler;
-    const early = this.early;
-    this.early = [];
-    for (const f of early) {
-      if (this.closed) break;
-      handler(f);
-    }
+    this.inbox.set(handler);
     return this;
   }
 
@@ -193,12 +187,8 @@ export class Connection {
       this.fail('protocol_error', 'hello after the handshake');
       return;
     }
-    if (this.onFrameHandler === undefined) {
-      // Bounded by the socket: a peer can only get here before the accept promise settles.
-      this.early.push(decoded);
-      return;
-    }
-    this.onFrameHandler(decoded);
+    // Bounded by the socket: a peer can only get frames waiting before the accept promise settles.
+    this.inbox.deliver(decoded);
   }
 
   private failWith(error: unknown): void {
@@ -209,6 +199,7 @@ export class Connection {
   private teardown(error: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;
+    this.inbox.close();
     for (const handler of this.closeHandlers) handler(error);
   }
 
@@ -285,7 +276,10 @@ function handshake(socket: net.Socket, options: ConnectionOptions, done: (first:
         reject(error);
       } else resolve(connection as Connection);
     };
-    const timer = setTimeout(() => finish(new ConnectionError('handshake_timeout', `no hello within ${options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault} ms`)), options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault);
+    const timer = setTimeout(
+      () => finish(new ConnectionError('handshake_timeout', `no hello within ${options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault} ms`)),
+      options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault,
+    );
     const onError = (error: Error): void => finish(new ConnectionError('connection_lost', error.message));
     const onClose = (): void => finish(new ConnectionError('connection_lost', 'closed during the handshake'));
     socket.on('error', onError);

@@ -291,6 +291,8 @@ export class Driver {
   }
 
   private lookup(chain: string, requestId: number): Frame {
+    // A lookup of no chain is a keepalive: the answer says only that this node runs.
+    if (chain === '') return make('chainInfo', { requestId, node: this.options.node, chain: '', epoch: 0, role: 'none', members: [], ready: false, caughtUpEpoch: 0 });
     const replica = this.replicas.get(chain);
     if (replica === undefined) return this.unknownChain(chain, requestId);
     const info = replica.info();
@@ -349,7 +351,12 @@ export class Driver {
         }
         case 'statusRequest': {
           const q = frame.statusRequest;
-          link.send(make('status', { requestId: q.requestId, json: this.statusText({ includeState: q.includeState, includeDigests: q.includeDigests, docsAfter: q.docsAfter, docsMax: Math.min(q.docsMax, 1_000) }) }));
+          link.send(
+            make('status', {
+              requestId: q.requestId,
+              json: this.statusText({ includeState: q.includeState, includeDigests: q.includeDigests, docsAfter: q.docsAfter, docsMax: Math.min(q.docsMax, 1_000) }),
+            }),
+          );
           return;
         }
         default:
@@ -563,10 +570,30 @@ export class Driver {
     for (const link of [...this.links]) link.close();
   }
 
-  /** Closes every link; a write in flight finishes (the shell waits for `idle` before closing the disk). */
-  stop(): void {
-    if (this.stopped) return;
-    this.halt();
+  /**
+   * A graceful stop (SIGTERM): no more input, every link closed, and everything the replicas
+   * wrote so far reaches the disk (a joiner's last catch-up included) before `done`.
+   */
+  shutdown(done: () => void): void {
+    if (!this.stopped) this.halt();
+    const flush = (): void => {
+      if (this.writing) {
+        this.io.clock.after(5, flush);
+        return;
+      }
+      const ops = [...this.replicas.values()].flatMap((r) => r.takeBatch()?.ops ?? []);
+      if (ops.length === 0) return done();
+      this.writing = true;
+      this.io.disk.write(ops, (error) => {
+        this.writing = false;
+        if (error !== undefined) {
+          this.log(`shutdown: a write failed: ${error.message}`);
+          return done();
+        }
+        flush();
+      });
+    };
+    flush();
   }
 
   /** A write is in flight. */

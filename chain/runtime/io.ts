@@ -45,6 +45,37 @@ export interface Net {
 
 export const isLink = (result: Link | LinkError): result is Link => 'send' in result;
 
+/**
+ * A link's receiving end: frames that arrive before a handler is set wait, in order, and are
+ * delivered when it is (a peer may send right after the handshake). Both worlds' links use it.
+ */
+export class Inbox {
+  private handler: ((frame: Frame) => void) | undefined;
+  private early: Frame[] = [];
+  closed = false;
+
+  set(handler: (frame: Frame) => void): void {
+    this.handler = handler;
+    const early = this.early;
+    this.early = [];
+    for (const f of early) {
+      if (this.closed) break;
+      handler(f);
+    }
+  }
+
+  deliver(frame: Frame): void {
+    if (this.closed) return;
+    if (this.handler === undefined) this.early.push(frame);
+    else this.handler(frame);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.early = [];
+  }
+}
+
 export interface Timer {
   cancel(): void;
 }

@@ -58,25 +58,29 @@ export class ChainNode {
     const server = await listenTcp(host, options.port ?? 0, connection, ['peer', 'client', 'admin'], (link) => (driver === undefined ? early.push(link) : driver.accept(link)), log);
     const port = (server.address() as net.AddressInfo).port;
     const udp = options.gossip === undefined ? undefined : await UdpDatagrams.bind(host, port, log);
-    driver = new Driver({ net: new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp }, recovered, {
-      node: options.node,
-      address: `${host}:${port}`,
-      cluster: options.cluster,
-      secret: options.secret,
-      limits: options.limits,
-      connectionsMax: options.connectionsMax,
-      retryDelayMsMin: options.retryDelayMsMin,
-      retryDelayMsMax: options.retryDelayMsMax,
-      tickMs: options.tickMs,
-      forwardDelayMs: options.forwardDelayMs,
-      gossip: options.gossip,
-      random: Math.random,
-      log,
-      // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
-      // recovery takes over) rather than run on with a broken invariant.
-      onFatal: () => process.exit(70),
-      statusExtra: () => ({ pid: process.pid }),
-    });
+    driver = new Driver(
+      { net: new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp },
+      recovered,
+      {
+        node: options.node,
+        address: `${host}:${port}`,
+        cluster: options.cluster,
+        secret: options.secret,
+        limits: options.limits,
+        connectionsMax: options.connectionsMax,
+        retryDelayMsMin: options.retryDelayMsMin,
+        retryDelayMsMax: options.retryDelayMsMax,
+        tickMs: options.tickMs,
+        forwardDelayMs: options.forwardDelayMs,
+        gossip: options.gossip,
+        random: Math.random,
+        log,
+        // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
+        // recovery takes over) rather than run on with a broken invariant.
+        onFatal: () => process.exit(70),
+        statusExtra: () => ({ pid: process.pid }),
+      },
+    );
     driver.start();
     for (const link of early.splice(0)) driver.accept(link);
     log(`node ${options.node} listening on ${driver.address} (data ${options.dataDir}, chains: ${[...recovered.keys()].join(', ') || 'none yet'})`);
@@ -87,13 +91,16 @@ export class ChainNode {
     return this.driver.address;
   }
 
-  /** Closes every connection and the store; a write in flight finishes first. */
+  /** Closes every connection, writes what is pending, and closes the store. */
   async stop(): Promise<void> {
-    if (this.driver.isStopped && this.server.listening === false) return;
-    this.driver.stop();
-    await this.udp?.close();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    while (this.driver.busyWriting) await new Promise((resolve) => setTimeout(resolve, 5));
-    await this.disk.close();
+    if (this.stopping !== undefined) return this.stopping;
+    this.stopping = (async () => {
+      await new Promise<void>((resolve) => this.driver.shutdown(resolve));
+      await this.udp?.close();
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      await this.disk.close();
+    })();
+    return this.stopping;
   }
+  private stopping: Promise<void> | undefined;
 }

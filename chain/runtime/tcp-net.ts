@@ -51,14 +51,7 @@ export class TcpNet implements Net {
 }
 
 /** Listens on host:port; every connection that completes the handshake in one of `roles` goes to `accept`. */
-export function listenTcp(
-  host: string,
-  port: number,
-  options: ConnectionOptions,
-  roles: readonly Role[],
-  accept: (link: Link) => void,
-  log: (line: string) => void,
-): Promise<net.Server> {
+export function listenTcp(host: string, port: number, options: ConnectionOptions, roles: readonly Role[], accept: (link: Link) => void, log: (line: string) => void): Promise<net.Server> {
   const server = net.createServer((socket) => {
     Connection.accept(socket, options, roles).then(
       (connection) => accept(new TcpLink(connection)),

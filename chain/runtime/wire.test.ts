@@ -18,14 +18,33 @@ const envelope = fc.record({
 });
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc
-    .record({ cluster: fc.string(), node: fc.string(), epoch: u64, role: fc.constantFrom('peer' as const, 'client' as const, 'admin' as const, 'listener' as const), nonce: fc.uint8Array({ maxLength: 16 }), mac: fc.uint8Array({ maxLength: 32 }) })
+    .record({
+      cluster: fc.string(),
+      node: fc.string(),
+      epoch: u64,
+      role: fc.constantFrom('peer' as const, 'client' as const, 'admin' as const, 'listener' as const),
+      nonce: fc.uint8Array({ maxLength: 16 }),
+      mac: fc.uint8Array({ maxLength: 32 }),
+    })
     .map((hello) => ({ kind: 'hello' as const, hello })),
   fc.record({ chain: fc.string(), epoch: u64, envelopes: fc.array(envelope, { maxLength: 4 }) }).map((forward) => ({ kind: 'forward' as const, forward })),
   fc
     .record({
       chain: fc.string(),
       epoch: u64,
-      deltas: fc.array(fc.record({ doc: fc.string(), seq: u64, redoJson: fc.json(), undoJson: fc.json(), outcomeJson: fc.json(), clientId: fc.string(), clientSeq: u64, timestamp: fc.integer({ min: 0, max: 2 ** 48 }) }), { maxLength: 4 }),
+      deltas: fc.array(
+        fc.record({
+          doc: fc.string(),
+          seq: u64,
+          redoJson: fc.json(),
+          undoJson: fc.json(),
+          outcomeJson: fc.json(),
+          clientId: fc.string(),
+          clientSeq: u64,
+          timestamp: fc.integer({ min: 0, max: 2 ** 48 }),
+        }),
+        { maxLength: 4 },
+      ),
     })
     .map((back) => ({ kind: 'back' as const, back })),
   fc
@@ -50,8 +69,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
 );
 
 /** Comparable text: byte arrays as number arrays, object keys sorted. */
-const normalize = (value: unknown): string =>
-  canonicalJson(JSON.parse(JSON.stringify(value, (_k, v) => (v instanceof Uint8Array || (v && v.type === 'Buffer') ? [...(v.data ?? v)] : v))));
+const normalize = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringify(value, (_k, v) => (v instanceof Uint8Array || (v && v.type === 'Buffer') ? [...(v.data ?? v)] : v))));
 
 test('frames survive encoding, length-prefixing and arbitrary chunking', (t) => {
   t.notThrows(() =>

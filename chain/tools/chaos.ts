@@ -313,7 +313,11 @@ async function faultCycle(rng: Random): Promise<void> {
       return;
     }
     failovers++;
-    say(`failover: epoch ${config().epoch} ${config().members.map((m) => m.node).join(' -> ')}`);
+    say(
+      `failover: epoch ${config().epoch} ${config()
+        .members.map((m) => m.node)
+        .join(' -> ')}`,
+    );
     await untilAcked(`removing ${victim}`);
   }
   await sleep(300 + rng.int(501));
@@ -333,7 +337,11 @@ async function faultCycle(rng: Random): Promise<void> {
       return;
     }
     rejoins++;
-    say(`rejoin: epoch ${config().epoch} ${config().members.map((m) => m.node).join(' -> ')}`);
+    say(
+      `rejoin: epoch ${config().epoch} ${config()
+        .members.map((m) => m.node)
+        .join(' -> ')}`,
+    );
     await untilAcked(`adding ${victim}`);
   } else {
     say(`restarted ${victim} (a single node recovers its configuration from disk)`);
@@ -517,7 +525,12 @@ async function waitQuiescent(members: string[]): Promise<Map<string, ChainStatus
       const key = (s: ChainStatus): string => JSON.stringify(liveDocs(s).map((d) => [d.doc, d.appliedSeq]));
       const all = [...statuses.values()];
       const first = all[0];
-      last = members.map((id) => `${id}: ${statuses.get(id) === undefined ? 'no chain' : `epoch ${statuses.get(id)?.epoch} ${statuses.get(id)?.role} ${key(statuses.get(id) as ChainStatus)} queued ${statuses.get(id)?.queued}`}`).join('; ');
+      last = members
+        .map(
+          (id) =>
+            `${id}: ${statuses.get(id) === undefined ? 'no chain' : `epoch ${statuses.get(id)?.epoch} ${statuses.get(id)?.role} ${key(statuses.get(id) as ChainStatus)} queued ${statuses.get(id)?.queued}`}`,
+        )
+        .join('; ');
       if (first !== undefined && all.length === members.length && all.every((s) => key(s) === key(first) && s.docs.every((d) => d.queue === 0) && s.queued === 0)) return statuses;
     } catch (error) {
       last = `status failed: ${(error as Error).message}`;
@@ -588,7 +601,11 @@ async function main(): Promise<number> {
   const nodes = nodeIds.map((id) => ({ node: id, address: addressOf(id) }));
   manager = toolManager([initialConfig(chain, nodes)], { ...opts, k: nodeCount, nodes, log: (line) => nodeLog.write(`${elapsedS().toFixed(3)} manager: ${line}\n`) });
   await untilAcked('initial configuration');
-  say(`chain ${chain} epoch ${config().epoch}: ${config().members.map((m) => `${m.node}@${m.address}`).join(' -> ')}`);
+  say(
+    `chain ${chain} epoch ${config().epoch}: ${config()
+      .members.map((m) => `${m.node}@${m.address}`)
+      .join(' -> ')}`,
+  );
 
   const loadStart = elapsedS();
   const until = loadStart + seconds;
@@ -627,7 +644,9 @@ async function main(): Promise<number> {
   await flushed;
 
   // Replicas: converged and agreeing.
-  const members = config().members.map((m) => m.node).filter(isLive);
+  const members = config()
+    .members.map((m) => m.node)
+    .filter(isLive);
   say(`waiting for ${members.join(', ')} to converge (epoch ${config().epoch})`);
   const statuses = await waitQuiescent(members);
   if (statuses !== undefined) checkAgreement(statuses);

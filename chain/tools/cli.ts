@@ -93,7 +93,19 @@ function seedsOf(list: string): { node: string; address: string }[] {
 }
 
 async function runNode(argv: string[]): Promise<void> {
-  const o = parse(argv, { id: { type: 'string' }, data: { type: 'string' }, port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'no-sync': { type: 'boolean', default: false }, 'forward-delay-ms': { type: 'string', default: '0' }, 'gossip-seeds': { type: 'string' } }, nodeHelp);
+  const o = parse(
+    argv,
+    {
+      id: { type: 'string' },
+      data: { type: 'string' },
+      port: { type: 'string', default: '0' },
+      host: { type: 'string', default: '127.0.0.1' },
+      'no-sync': { type: 'boolean', default: false },
+      'forward-delay-ms': { type: 'string', default: '0' },
+      'gossip-seeds': { type: 'string' },
+    },
+    nodeHelp,
+  );
   if (typeof o.id !== 'string') fail(`--id is required\n\n${nodeHelp}`);
   if (typeof o.data !== 'string') fail(`--data is required\n\n${nodeHelp}`);
   mkdirSync(o.data, { recursive: true });
@@ -133,7 +145,11 @@ epoch. Prints the nodes' addresses, then waits; Ctrl-C stops every node.
   --base-port P   node i listens on P+i-1 (default 0: any free ports)`;
 
 async function runLocal(argv: string[]): Promise<void> {
-  const o = parse(argv, { nodes: { type: 'string', default: '3' }, chain: { type: 'string', default: 'c1' }, data: { type: 'string', default: './data' }, 'base-port': { type: 'string', default: '0' } }, localHelp);
+  const o = parse(
+    argv,
+    { nodes: { type: 'string', default: '3' }, chain: { type: 'string', default: 'c1' }, data: { type: 'string', default: './data' }, 'base-port': { type: 'string', default: '0' } },
+    localHelp,
+  );
   const k = intOf(o.nodes, 'nodes', 1);
   const basePort = intOf(o['base-port'], 'base-port');
   const secret = secretOf(o.secret as string | undefined);
@@ -147,12 +163,14 @@ async function runLocal(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
   for (let i = 1; i <= k; i++) {
     const id = `n${i}`;
-    processes.push(
-      await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, port: basePort === 0 ? 0 : basePort + i - 1, onLog: (line) => console.error(line) }),
-    );
+    processes.push(await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, port: basePort === 0 ? 0 : basePort + i - 1, onLog: (line) => console.error(line) }));
   }
   const options: ClientOptions = { cluster, secret };
-  const config = await startOrResume(chain, processes.map((p) => ({ node: p.id, address: p.address })), options);
+  const config = await startOrResume(
+    chain,
+    processes.map((p) => ({ node: p.id, address: p.address })),
+    options,
+  );
   const result = await pushConfig(config, [], options);
   if (result.missing.length > 0) fail(`configuring failed: ${result.missing.join(', ')} did not acknowledge epoch ${config.epoch}`);
   console.log(`chain ${chain} epoch ${config.epoch}: ${config.members.map((m) => `${m.node}@${m.address}`).join(' -> ')}`);
@@ -255,7 +273,10 @@ async function runStatus(argv: string[]): Promise<void> {
     // A summary for people: the newest configuration of each chain, and each node's view of the others.
     const chains = [...new Set(statuses.flatMap((st) => st.chains.map((c) => c.chain)))].sort();
     for (const chain of chains) {
-      const c = latestConfig(statuses.flatMap((st) => st.chains), chain);
+      const c = latestConfig(
+        statuses.flatMap((st) => st.chains),
+        chain,
+      );
       if (c !== undefined) console.error(`${chain} epoch ${c.epoch}: ${c.members.map((m) => m.node).join(' > ')}`);
     }
     for (const st of statuses) if (st.membership.length > 0) console.error(`${st.node} sees: ${st.membership.map((m) => `${m.node} ${m.state}`).join(', ')}`);
@@ -280,7 +301,17 @@ membership change and configuration; Ctrl-C stops everything.
   --restart-after-ms MS  restart a node process that exits, after MS (default 0: leave it down)`;
 
 async function runCluster(argv: string[]): Promise<void> {
-  const o = parse(argv, { nodes: { type: 'string', default: '5' }, chains: { type: 'string' }, k: { type: 'string', default: '3' }, data: { type: 'string', default: './data' }, 'restart-after-ms': { type: 'string', default: '0' } }, clusterHelp);
+  const o = parse(
+    argv,
+    {
+      nodes: { type: 'string', default: '5' },
+      chains: { type: 'string' },
+      k: { type: 'string', default: '3' },
+      data: { type: 'string', default: './data' },
+      'restart-after-ms': { type: 'string', default: '0' },
+    },
+    clusterHelp,
+  );
   const n = intOf(o.nodes, 'nodes', 1);
   const chains = o.chains === undefined ? n : intOf(o.chains, 'chains', 1);
   const k = intOf(o.k, 'k', 1);

@@ -200,7 +200,8 @@ export function checkReplicaLogs(byNode: ReadonlyMap<string, ReadonlyMap<string,
         }
       }
       if (a.log.length !== b.log.length) v.add('replica-logs', `${reference} logs ${a.log.length} entries, ${node} ${b.log.length}`, doc);
-      if (JSON.stringify(a.state) !== JSON.stringify(b.state)) v.add('replica-logs', `final states differ: ${reference} ${JSON.stringify(stateOf(a)?.value)}, ${node} ${JSON.stringify(stateOf(b)?.value)}`, doc);
+      if (JSON.stringify(a.state) !== JSON.stringify(b.state))
+        v.add('replica-logs', `final states differ: ${reference} ${JSON.stringify(stateOf(a)?.value)}, ${node} ${JSON.stringify(stateOf(b)?.value)}`, doc);
     }
   }
 }
@@ -337,7 +338,11 @@ export function checkReads(ops: readonly Op[], v: Violations): void {
     for (const read of reads) {
       const before = highest[lowerBound(completed, read.invokeTime)] as { value: number; op: Op | undefined };
       if (before.op !== undefined && (read.readValue as number) < before.value) {
-        v.add('read-regressed', `process ${read.process} read ${read.readValue} at [${read.invokeTime}, ${read.completeTime}] ns, after process ${before.op.process} read ${before.value} (completed at ${before.op.completeTime} ns)`, key);
+        v.add(
+          'read-regressed',
+          `process ${read.process} read ${read.readValue} at [${read.invokeTime}, ${read.completeTime}] ns, after process ${before.op.process} read ${before.value} (completed at ${before.op.completeTime} ns)`,
+          key,
+        );
       }
     }
   }

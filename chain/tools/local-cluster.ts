@@ -122,7 +122,10 @@ export class LocalCluster {
   async waitHealthy(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!(await this.healthy())) {
-      if (Date.now() > deadline) throw new Error(`the cluster did not become healthy within ${timeoutMs} ms: ${JSON.stringify([...this.manager.configs.values()].map((c) => [c.chain, c.epoch, c.members.map((m) => m.node)]))} ${JSON.stringify(this.manager.membership())}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `the cluster did not become healthy within ${timeoutMs} ms: ${JSON.stringify([...this.manager.configs.values()].map((c) => [c.chain, c.epoch, c.members.map((m) => m.node)]))} ${JSON.stringify(this.manager.membership())}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

@@ -31,26 +31,12 @@ export const startingChips = 100;
 const ranks = 'A23456789TJQK';
 const suits = 'SHDC';
 /** The 52 distinct cards, e.g. "QH" for the queen of hearts. */
-export const fullDeck: readonly Card[] = Object.freeze(
-  [...suits].flatMap((suit) => [...ranks].map((rank) => `${rank}${suit}`)),
-);
+export const fullDeck: readonly Card[] = Object.freeze([...suits].flatMap((suit) => [...ranks].map((rank) => `${rank}${suit}`)));
 
 export const cardTable = defineDocument({
   name: 'card-table',
   initial: { phase: 'waiting', players: {}, deck: [], pile: [], pot: 0, turn: '', winner: '', round: 0 } as CardTableState,
-  errors: [
-    'table_full',
-    'already_seated',
-    'not_seated',
-    'game_in_progress',
-    'not_enough_players',
-    'not_playing',
-    'not_your_turn',
-    'card_not_in_hand',
-    'deck_empty',
-    'hand_full',
-    'insufficient_chips',
-  ],
+  errors: ['table_full', 'already_seated', 'not_seated', 'game_in_progress', 'not_enough_players', 'not_playing', 'not_your_turn', 'card_not_in_hand', 'deck_empty', 'hand_full', 'insufficient_chips'],
   privacy: {
     phase: pub,
     players: collection(record({ id: pub, seat: pub, chips: pub, hand: ownedBy('id') })),

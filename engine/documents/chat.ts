@@ -67,26 +67,22 @@ export const chat = defineDocument({
     const message = { from: ctx.viewer, text: payload.text, at: ctx.now };
     return { messages: appendBounded(state.messagesMade, message), messagesMade: state.messagesMade + 1 };
   })
-  .channel(
-    'dm',
-    v.object({ to: viewerId, text: v.string({ minLength: 1, maxLength: textCharsMax }) }),
-    (state, payload, ctx) => {
-      if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
-      if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
-      const dm = { from: ctx.viewer, to: payload.to, text: payload.text, at: ctx.now };
-      const id = randomId(ctx);
-      const serial = state.dmsMade;
-      const dms: Record<string, DirectMessage | null> = { [id]: dm };
-      const dmOrder: Record<string, string | null> = { [entryId(serial)]: id };
-      if (serial >= historyMessagesMax) {
-        const evicted = entryId(serial - historyMessagesMax);
-        dmOrder[evicted] = null;
-        const oldest = Object.hasOwn(state.dmOrder, evicted) ? state.dmOrder[evicted] : undefined;
-        if (oldest !== undefined) dms[oldest] = null;
-      }
-      return { dms, dmOrder, dmsMade: serial + 1 };
-    },
-  )
+  .channel('dm', v.object({ to: viewerId, text: v.string({ minLength: 1, maxLength: textCharsMax }) }), (state, payload, ctx) => {
+    if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'join the room before you speak');
+    if (!Object.hasOwn(state.members, payload.to)) ctx.reject('unknown_recipient', `${payload.to} is not a member`);
+    const dm = { from: ctx.viewer, to: payload.to, text: payload.text, at: ctx.now };
+    const id = randomId(ctx);
+    const serial = state.dmsMade;
+    const dms: Record<string, DirectMessage | null> = { [id]: dm };
+    const dmOrder: Record<string, string | null> = { [entryId(serial)]: id };
+    if (serial >= historyMessagesMax) {
+      const evicted = entryId(serial - historyMessagesMax);
+      dmOrder[evicted] = null;
+      const oldest = Object.hasOwn(state.dmOrder, evicted) ? state.dmOrder[evicted] : undefined;
+      if (oldest !== undefined) dms[oldest] = null;
+    }
+    return { dms, dmOrder, dmsMade: serial + 1 };
+  })
   .channel('topic', v.object({ text: v.string({ maxLength: 100 }) }), (state, payload, ctx) => {
     if (!Object.hasOwn(state.members, ctx.viewer)) ctx.reject('not_a_member', 'only members set the topic');
     return { topic: payload.text };

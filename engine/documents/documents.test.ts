@@ -38,7 +38,10 @@ test('card-table deals five cards to each player from a seeded shuffle', (t) => 
   ]);
   const state = run.final as unknown as CardTableState;
   t.is(state.phase, 'playing');
-  t.deepEqual(Object.values(state.players).map((p) => p.hand.length), [5, 5, 5]);
+  t.deepEqual(
+    Object.values(state.players).map((p) => p.hand.length),
+    [5, 5, 5],
+  );
   t.is(state.deck.length, 52 - 15);
   t.is(state.turn, 'alice', 'seat order decides the first turn');
   t.notDeepEqual(state.deck, fullDeck.slice(15), 'the deck is shuffled');

@@ -47,8 +47,8 @@ export const poll = defineDocument({
     if (payload.choice >= state.options.length) ctx.reject('no_such_option', `choose 0..${state.options.length - 1}`);
     const counts = [...state.counts];
     const previous = Object.hasOwn(state.ballots, ctx.viewer) ? state.ballots[ctx.viewer] : undefined;
-    if (previous !== undefined) counts[previous.choice]! -= 1;
-    counts[payload.choice]! += 1;
+    if (previous !== undefined) counts[previous.choice] = (counts[previous.choice] ?? 0) - 1;
+    counts[payload.choice] = (counts[payload.choice] ?? 0) + 1;
     return { ballots: { [ctx.viewer]: { choice: payload.choice, at: ctx.now } }, counts };
   })
   .channel('close', v.object({}), (state, _payload, ctx) => {

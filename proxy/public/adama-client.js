@@ -26,7 +26,11 @@ export function applyPatch(target, patch) {
 function canonical(value) {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  return `{${Object.keys(value).filter((k) => value[k] !== null).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(',')}}`;
+  return `{${Object.keys(value)
+    .filter((k) => value[k] !== null)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`)
+    .join(',')}}`;
 }
 
 export class AdamaClient extends EventTarget {

@@ -77,14 +77,21 @@ function act(pane, channel, payload, label) {
 }
 
 function addPath(t) {
-  paths.prepend(h('tr', {}, h('td', {}, t.viewer), h('td', {}, t.label), h('td', {}, `${t.speculativeMs?.toFixed(0) ?? '-'} ms`), h('td', {}, `${t.confirmedMs.toFixed(0)} ms`), h('td', {}, `${t.path} > back`)));
+  paths.prepend(
+    h('tr', {}, h('td', {}, t.viewer), h('td', {}, t.label), h('td', {}, `${t.speculativeMs?.toFixed(0) ?? '-'} ms`), h('td', {}, `${t.confirmedMs.toFixed(0)} ms`), h('td', {}, `${t.path} > back`)),
+  );
   while (paths.children.length > 12) paths.lastChild.remove();
 }
 
 function render(pane) {
   const { el, view, viewer } = pane;
   el.classList.toggle('pending', pane.pending);
-  const title = h('h2', {}, `${viewer}${viewers.find((v) => v.name === viewer).role === 'spectator' ? ' (spectator)' : ''}`, h('span', { class: 'badge' }, pane.status !== 'open' ? pane.status : pane.pending ? 'speculative: pending' : 'confirmed'));
+  const title = h(
+    'h2',
+    {},
+    `${viewer}${viewers.find((v) => v.name === viewer).role === 'spectator' ? ' (spectator)' : ''}`,
+    h('span', { class: 'badge' }, pane.status !== 'open' ? pane.status : pane.pending ? 'speculative: pending' : 'confirmed'),
+  );
   const body = pane.docType === 'card-table' ? renderTable(pane, view ?? {}) : renderChat(pane, view ?? {});
   el.replaceChildren(title, ...body);
 }
@@ -96,26 +103,42 @@ function renderTable(pane, v) {
   return [
     h('div', { class: 'row' }, `phase ${v.phase ?? '?'} · round ${v.round ?? 0} · turn ${v.turn || '-'} · pot ${v.pot ?? 0} · deck ${v.deckSize ?? 0}`),
     h('div', { class: 'row' }, 'pile: ', h('span', { class: 'pile' }, (v.pile ?? []).join(' ') || '(empty)')),
-    h('div', { class: 'row' }, 'players: ', Object.values(players).map((p) => `${p.id} (${p.chips} chips, ${v.handSizes?.[p.id] ?? '?'} cards)`).join(', ') || 'none'),
+    h(
+      'div',
+      { class: 'row' },
+      'players: ',
+      Object.values(players)
+        .map((p) => `${p.id} (${p.chips} chips, ${v.handSizes?.[p.id] ?? '?'} cards)`)
+        .join(', ') || 'none',
+    ),
     h('div', { class: 'row' }, 'my hand: ', hand),
-    h('div', { class: 'row' },
+    h(
+      'div',
+      { class: 'row' },
       h('button', { 'data-action': 'sit', onclick: () => act(pane, 'sit', {}, 'sit') }, 'Sit'),
       h('button', { 'data-action': 'start', onclick: () => act(pane, 'start', {}, 'start') }, 'Start round'),
       h('button', { 'data-action': 'draw', onclick: () => act(pane, 'draw', {}, 'draw') }, 'Draw'),
-      h('button', { 'data-action': 'bet', onclick: () => act(pane, 'bet', { amount: 10 }, 'bet 10') }, 'Bet 10')),
+      h('button', { 'data-action': 'bet', onclick: () => act(pane, 'bet', { amount: 10 }, 'bet 10') }, 'Bet 10'),
+    ),
   ];
 }
 
 function renderChat(pane, v) {
   const input = h('input', { size: 24, 'data-input': 'text' });
-  const messages = Object.values(v.messages ?? {}).sort((a, b) => a.at - b.at).map((m) => h('li', {}, `${m.from}: ${m.text}`));
+  const messages = Object.values(v.messages ?? {})
+    .sort((a, b) => a.at - b.at)
+    .map((m) => h('li', {}, `${m.from}: ${m.text}`));
   const dms = Object.values(v.dms ?? {}).map((m) => h('li', {}, `(dm ${m.from} → ${m.to}) ${m.text}`));
   return [
     h('div', { class: 'row' }, `topic: ${v.topic || '-'}`),
     h('ul', { class: 'log' }, ...messages, ...dms),
-    h('div', { class: 'row' }, input,
+    h(
+      'div',
+      { class: 'row' },
+      input,
       h('button', { 'data-action': 'join', onclick: () => act(pane, 'join', {}, 'join') }, 'Join'),
-      h('button', { 'data-action': 'say', onclick: () => act(pane, 'say', { text: input.value || 'hello' }, `say ${input.value || 'hello'}`) }, 'Say')),
+      h('button', { 'data-action': 'say', onclick: () => act(pane, 'say', { text: input.value || 'hello' }, `say ${input.value || 'hello'}`) }, 'Say'),
+    ),
   ];
 }
 
@@ -125,11 +148,24 @@ async function refreshCluster() {
     const c = await (await fetch(`/api/cluster?doc=${encodeURIComponent(doc)}`)).json();
     const mine = c.chains.find((x) => x.chain === c.docChain);
     chainMembers = mine?.members ?? [];
-    document.getElementById('cluster').replaceChildren(
-      h('table', {},
-        ...c.membership.map((m) => h('tr', {}, h('td', {}, m.node), h('td', { class: m.state }, m.running ? m.state : 'killed'), h('td', {}, h('button', { 'data-kill': m.node, onclick: () => fetch('/api/kill', { method: 'POST', body: JSON.stringify({ node: m.node }) }) }, 'kill node')))),
-        ...c.chains.map((x) => h('tr', {}, h('td', {}, x.chain === c.docChain ? `${x.chain} (this document)` : x.chain), h('td', { colspan: 2 }, `epoch ${x.epoch}: ${x.members.join(' > ')}`)))),
-    );
+    document
+      .getElementById('cluster')
+      .replaceChildren(
+        h(
+          'table',
+          {},
+          ...c.membership.map((m) =>
+            h(
+              'tr',
+              {},
+              h('td', {}, m.node),
+              h('td', { class: m.state }, m.running ? m.state : 'killed'),
+              h('td', {}, h('button', { 'data-kill': m.node, onclick: () => fetch('/api/kill', { method: 'POST', body: JSON.stringify({ node: m.node }) }) }, 'kill node')),
+            ),
+          ),
+          ...c.chains.map((x) => h('tr', {}, h('td', {}, x.chain === c.docChain ? `${x.chain} (this document)` : x.chain), h('td', { colspan: 2 }, `epoch ${x.epoch}: ${x.members.join(' > ')}`))),
+        ),
+      );
     document.getElementById('events').replaceChildren(...c.events.map((e) => h('li', {}, e)));
   } catch {
     // the demo server restarts: try again on the next tick

@@ -9,6 +9,7 @@
 //   `nondeterministic_call`, even if it catches the trap's exception.
 
 import { assert, debugAssert, debugChecks } from './assert.ts';
+import { AnswerError } from './errors.ts';
 import type { ChannelContext, DocumentType, Viewer } from './document.ts';
 import { canonicalize, cloneJson, deepFreeze, isObject, isPlainJson, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
 import { apply, applyInPlace, change } from './patch.ts';
@@ -58,7 +59,8 @@ export interface Execution {
 const OK: OkOutcome = Object.freeze({ ok: true });
 const EMPTY: JsonObject = Object.freeze({}) as JsonObject;
 
-class Rejection extends Error {
+/** A handler's refusal: control flow inside execute, caught there. */
+class Rejection extends AnswerError {
   constructor(
     readonly code: string,
     message: string,

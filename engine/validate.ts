@@ -2,9 +2,11 @@
 // value, returns it typed, and throws ValidationError naming the path and what was expected.
 // Every string and array validator carries a length bound.
 
+import { AnswerError } from './errors.ts';
 import type { Json } from './json.ts';
 
-export class ValidationError extends Error {
+/** A payload that does not match its channel's shape: an answer to the sender. */
+export class ValidationError extends AnswerError {
   override name = 'ValidationError';
   constructor(
     readonly path: string,

@@ -237,6 +237,23 @@ test.serial('a consumer whose unsent bytes would pass sendBufferBytesMax is disc
   }
 });
 
+test.serial('one viewer may use clientIdsPerViewerMax clientIds in a window; a further new one is refused, known ones still work', async (t) => {
+  // Each clientId fills a slot in a document's dedupe table, so a viewer minting one per
+  // connection could crowd other clients out; the proxy refuses it with a typed close.
+  const ids = Array.from({ length: 16 }, (_, i) => `quota${i}`);
+  for (const id of ids) (await Client.as('quota-viewer', id)).ws.close();
+  const extra = await Client.open();
+  extra.send({ type: 'hello', token: mintToken(viewerSecret, 'quota-viewer', 60_000), clientId: 'quota-extra' });
+  t.like(await extra.wait((m) => m.type === 'error'), { code: 'too_many_client_ids' });
+  t.is((await extra.waitClosed()).code, 4429);
+  const again = await Client.as('quota-viewer', 'quota3');
+  t.like(again.messages[0], { type: 'welcome', viewer: 'quota-viewer' }, 'a clientId the viewer already uses (a reconnect) was refused');
+  again.ws.close();
+  const other = await Client.as('another-viewer', 'quota-extra');
+  t.like(other.messages[0], { type: 'welcome' }, 'the quota is per viewer');
+  other.ws.close();
+});
+
 test.serial('a head killed mid-stream: the client sees a delay, never an error or a duplicate', async (t) => {
   const doc = 'doc-failover';
   const c = await Client.as('grace');

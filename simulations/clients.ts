@@ -10,7 +10,6 @@ import { apply } from '../engine/patch.ts';
 import { concreteOp, viewers, type Move } from '../engine/workloads.ts';
 import type { ChainError, SubmitResult } from '../chain/client/requests.ts';
 import type { ViewUpdate } from '../chain/core/frames.ts';
-import { chainIds, chainOf } from '../chain/control/placement.ts';
 import { ProxyProcess, type SessionProcess } from './processes.ts';
 import type { World } from './world.ts';
 
@@ -54,7 +53,7 @@ export class Tab {
   private cancel: (() => void) | undefined;
 
   constructor(
-    readonly client: SimClient,
+    readonly client: Player,
     readonly name: string,
     readonly viewer: string,
     readonly doc: string,
@@ -116,13 +115,13 @@ export class Tab {
   }
 }
 
-export class SimClient {
+/** One user of the workload: sends its moves through the real router or ChainSession and owns its tabs. */
+export class Player {
   readonly viewer: string;
   readonly records: ClientRecord[] = [];
   readonly tabs: Tab[] = [];
   private nextOp = 0;
   private inFlight = 0;
-  private readonly chains: string[];
 
   constructor(
     readonly world: World,
@@ -131,7 +130,6 @@ export class SimClient {
     private readonly host: ProxyProcess | SessionProcess,
   ) {
     this.viewer = viewers[spec.viewer % viewers.length] as string;
-    this.chains = chainIds(world.settings.chains.length);
   }
 
   get done(): boolean {
@@ -151,29 +149,43 @@ export class SimClient {
         const doc = this.docOf(t.doc);
         const tab = new Tab(this, `${this.name}/tab${i + 1}`, this.viewer, doc.id, doc.type);
         this.tabs.push(tab);
-        world.after(world.rng.range(0, 5), () => tab.subscribe(router));
+        world.after(
+          world.rng.range(0, 5),
+          this.inHost(() => tab.subscribe(router)),
+        );
         for (const e of t.events) {
-          world.at(e.atMs, () => {
-            if (tab.state === 'closed') return;
-            world.note(`${tab.name} ${e.kind}`);
-            if (e.kind === 'close') {
-              tab.unsubscribe();
-              tab.state = 'closed';
-              world.observer.tabClosed(tab);
-              return;
-            }
-            tab.unsubscribe();
-            tab.subscribe(router);
-            if (e.kind === 'flap') {
-              // Gone again before its full view can arrive, then back.
+          world.at(
+            e.atMs,
+            this.inHost(() => {
+              if (tab.state === 'closed') return;
+              world.note(`${tab.name} ${e.kind}`);
+              if (e.kind === 'close') {
+                tab.unsubscribe();
+                tab.state = 'closed';
+                world.observer.tabClosed(tab);
+                return;
+              }
               tab.unsubscribe();
               tab.subscribe(router);
-            }
-          });
+              if (e.kind === 'flap') {
+                // Gone again before its full view can arrive, then back.
+                tab.unsubscribe();
+                tab.subscribe(router);
+              }
+            }),
+          );
         }
       });
     }
     this.pump();
+  }
+
+  /** An event of this client: it runs the host's code (router or session), which changes no replica, so the per-event checks skip the nodes. */
+  private inHost(run: () => void): () => void {
+    return () => {
+      this.world.ran = this.host;
+      run();
+    };
   }
 
   /** Sends the next messages that are due, up to `pipeline` in flight. */
@@ -182,7 +194,10 @@ export class SimClient {
     while (this.nextOp < this.spec.ops.length && this.inFlight < this.spec.pipeline) {
       const op = this.spec.ops[this.nextOp] as ClientSpec['ops'][number];
       if (op.atMs > world.now) {
-        world.at(op.atMs, () => this.pump());
+        world.at(
+          op.atMs,
+          this.inHost(() => this.pump()),
+        );
         return;
       }
       // A client keeps its messages to one document within the dedupe window (PROTOCOL.md):
@@ -222,13 +237,16 @@ export class SimClient {
         record.code = error?.code ?? 'no answer';
         world.note(`${this.name}#${clientSeq} ${record.status} (${record.code})`);
       }
-      world.after(world.rng.range(0, 5), () => this.pump());
+      world.after(
+        world.rng.range(0, 5),
+        this.inHost(() => this.pump()),
+      );
     };
     const payload = concrete.payload;
     if (this.host instanceof ProxyProcess) {
       this.host.router.submit({ doc: doc.id, docType: doc.type, channel: concrete.channel, payload, clientId: this.name, clientSeq, viewer: this.viewer }, done);
     } else {
-      const chain = chainOf(doc.id, this.chains);
+      const chain = this.world.chainOfDoc(doc.id);
       this.host.session(chain, this.name).send({ doc: doc.id, docType: doc.type, channel: concrete.channel, payload, viewer: this.viewer, clientSeq }, done);
     }
   }

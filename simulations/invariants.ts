@@ -27,9 +27,9 @@ import { execute, type Envelope } from '../engine/execute.ts';
 import { view } from '../engine/view.ts';
 import type { ViewUpdate, WireDelta, WireEnvelope } from '../chain/core/frames.ts';
 import type { Replica, ReplicaObserver } from '../chain/core/replica.ts';
-import type { Tab } from './clients.ts';
+import type { ClientRecord, Tab } from './clients.ts';
 import { ViolationError } from './events.ts';
-import type { NodeProcess } from './processes.ts';
+import { NodeProcess } from './processes.ts';
 import type { Observer, World } from './world.ts';
 
 /** What pendingWork says when only the subscriptions have not settled (then that invariant is the one broken). */
@@ -195,41 +195,61 @@ export class Checker implements Observer {
     this.ackedEpochs.set(key, Math.max(this.ackedEpochs.get(key) ?? 0, epoch));
   }
 
+  /**
+   * The checks after each event. An event that ran in a node can change only that node's
+   * replicas, so only its chains are checked, as predecessor and as successor; an event in a
+   * proxy, a session or the manager changes no replica; any other event (a fault, a restart,
+   * a disk completing) gets every node checked.
+   */
   afterEvent(world: World): void {
+    const ran = world.ran;
+    if (ran === undefined) {
+      for (const node of world.nodes) this.checkNode(world, node, true);
+    } else if (ran instanceof NodeProcess) {
+      this.checkNode(world, ran, false);
+    }
+  }
+
+  private checkNode(world: World, node: NodeProcess, everyNode: boolean): void {
+    const driver = node.driver;
+    if (driver === undefined || !node.alive) return;
     const now = world.now;
-    const tickMs = world.settings.tickMs;
-    for (const node of world.nodes) {
-      const driver = node.driver;
-      if (driver === undefined || !node.alive) continue;
-      for (const [chain, pred] of driver.chains()) {
-        const watch = this.watchOf(node.name, chain, pred);
-        // Epochs only move forward: a replica never runs a configuration older than one it acknowledged.
-        const acked = this.ackedEpochs.get(watch.key) ?? 0;
-        if (pred.epoch < acked) {
-          throw new ViolationError('agreement', `${node.name} runs epoch ${pred.epoch} of ${chain} after acknowledging epoch ${acked}: it no longer agrees with the chain on its members`);
-        }
-        this.checkLease(node, chain, pred, watch, now, tickMs);
-        if (!pred.succSynced) continue;
-        const succNode = world.node(pred.successor?.node ?? '');
-        const succ = succNode?.alive === true ? succNode.driver?.replica(chain) : undefined;
-        if (succ === undefined || succ.epoch !== pred.epoch) continue;
-        // Unchanged since the last check of this pair: nothing new to compare.
-        if (watch.succ === succ && watch.predVersion === pred.docs.version && watch.succVersion === succ.docs.version) continue;
-        watch.succ = succ;
-        watch.predVersion = pred.docs.version;
-        watch.succVersion = succ.docs.version;
-        for (const theirs of succ.docs.values()) {
-          const last = theirs.appliedSeq + theirs.queue.length;
-          if (last === 0) continue;
-          const mine = pred.docs.get(theirs.id);
-          const mineLast = mine === undefined ? 0 : mine.appliedSeq + mine.queue.length;
-          if (last > mineLast) {
-            throw new ViolationError(
-              'agreement',
-              `Update Propagation broken on ${chain} epoch ${pred.epoch}: successor ${succ.node} has ${theirs.id} up to seq ${last}, its synced predecessor ${pred.node} only to ${mineLast}`,
-            );
-          }
-        }
+    for (const [chain, replica] of driver.chains()) {
+      const watch = this.watchOf(node.name, chain, replica);
+      // Epochs only move forward: a replica never runs a configuration older than one it acknowledged.
+      const acked = this.ackedEpochs.get(watch.key) ?? 0;
+      if (replica.epoch < acked) {
+        throw new ViolationError('agreement', `${node.name} runs epoch ${replica.epoch} of ${chain} after acknowledging epoch ${acked}: it no longer agrees with the chain on its members`);
+      }
+      this.checkLease(node, chain, replica, watch, now, world.settings.tickMs);
+      const succNode = world.node(replica.successor?.node ?? '');
+      const succ = succNode?.alive === true ? succNode.driver?.replica(chain) : undefined;
+      if (succ !== undefined) this.checkPair(chain, replica, watch, succ);
+      if (everyNode) continue; // the predecessor gets its own turn
+      const predNode = world.node(replica.predecessor?.node ?? '');
+      const pred = predNode?.alive === true ? predNode.driver?.replica(chain) : undefined;
+      if (predNode !== undefined && pred !== undefined && pred.successor?.node === node.name) this.checkPair(chain, pred, this.watchOf(predNode.name, chain, pred), replica);
+    }
+  }
+
+  /** Update Propagation: a synced successor never holds more of a document than its predecessor. */
+  private checkPair(chain: string, pred: Replica, watch: Watch, succ: Replica): void {
+    if (!pred.succSynced || succ.epoch !== pred.epoch) return;
+    // Unchanged since the last check of this pair: nothing new to compare.
+    if (watch.succ === succ && watch.predVersion === pred.docs.version && watch.succVersion === succ.docs.version) return;
+    watch.succ = succ;
+    watch.predVersion = pred.docs.version;
+    watch.succVersion = succ.docs.version;
+    for (const theirs of succ.docs.values()) {
+      const last = theirs.appliedSeq + theirs.queue.length;
+      if (last === 0) continue;
+      const mine = pred.docs.get(theirs.id);
+      const mineLast = mine === undefined ? 0 : mine.appliedSeq + mine.queue.length;
+      if (last > mineLast) {
+        throw new ViolationError(
+          'agreement',
+          `Update Propagation broken on ${chain} epoch ${pred.epoch}: successor ${succ.node} has ${theirs.id} up to seq ${last}, its synced predecessor ${pred.node} only to ${mineLast}`,
+        );
       }
     }
   }
@@ -270,10 +290,12 @@ export class Checker implements Observer {
       if (replicas.length === 0) continue;
       // Without quiescence only the most advanced replica is judged (the others may still be catching up).
       const judged = quiescent ? replicas : [bestOf(replicas)];
+      const acked = ackedRecords(world, chain);
+      const replayed = new Map<string, Replayed>();
       for (const replica of judged) {
         this.checkOnce(world, chain, replica);
-        this.checkAcked(world, chain, replica);
-        this.checkDeterminism(replica);
+        this.checkAcked(acked, replica);
+        this.checkDeterminism(replica, replayed);
       }
       if (quiescent) this.checkAgreement(chain, replicas);
     }
@@ -310,26 +332,29 @@ export class Checker implements Observer {
     }
   }
 
-  private checkAcked(world: World, chain: string, replica: Replica): void {
-    for (const client of world.clients) {
-      for (const record of client.records) {
-        if (record.status !== 'acked' || world.chainOfDoc(record.doc) !== chain) continue;
-        const peek = replica.peek(record.doc);
-        const logFrom = peek?.logFrom ?? 1;
-        if (record.seq < logFrom) continue; // compacted into a snapshot: not checkable here
-        const delta = peek?.log[record.seq - logFrom];
-        if (delta === undefined || delta.clientId !== record.client || delta.clientSeq !== record.clientSeq) {
-          const found = delta === undefined ? 'nothing' : `${delta.clientId}#${delta.clientSeq}`;
-          throw new ViolationError('no-acked-lost', `${record.client}#${record.clientSeq} was acknowledged at ${record.doc}@${record.seq}, but ${replica.node}'s log has ${found} there`);
-        }
+  private checkAcked(acked: readonly ClientRecord[], replica: Replica): void {
+    for (const record of acked) {
+      const peek = replica.peek(record.doc);
+      const logFrom = peek?.logFrom ?? 1;
+      if (record.seq < logFrom) continue; // compacted into a snapshot: not checkable here
+      const delta = peek?.log[record.seq - logFrom];
+      if (delta === undefined || delta.clientId !== record.client || delta.clientSeq !== record.clientSeq) {
+        const found = delta === undefined ? 'nothing' : `${delta.clientId}#${delta.clientSeq}`;
+        throw new ViolationError('no-acked-lost', `${record.client}#${record.clientSeq} was acknowledged at ${record.doc}@${record.seq}, but ${replica.node}'s log has ${found} there`);
       }
     }
   }
 
-  private checkDeterminism(replica: Replica): void {
+  /** Replays each log from the messages the heads sequenced; a log equal to one replayed already (another replica's) needs only its state compared. */
+  private checkDeterminism(replica: Replica, replayed: Map<string, Replayed>): void {
     for (const doc of replica.documents()) {
       const peek = replica.peek(doc);
       if (peek === undefined || peek.logFrom !== 1) continue; // replay needs the whole log
+      const earlier = replayed.get(doc);
+      if (earlier !== undefined && sameDeltas(earlier.log, peek.log)) {
+        if (canonicalJson(peek.state) !== earlier.stateJson) throw new ViolationError('determinism', `${replica.node}'s state of ${doc} differs from the replay of its log`);
+        continue;
+      }
       let state: JsonObject = peek.type.initial;
       for (const delta of peek.log) {
         const candidates = this.sequencedAs.get(identity(doc, delta.seq, delta.clientId, delta.clientSeq)) ?? [];
@@ -349,9 +374,11 @@ export class Checker implements Observer {
         }
         state = next;
       }
-      if (canonicalJson(state) !== canonicalJson(peek.state)) {
+      const stateJson = canonicalJson(state);
+      if (stateJson !== canonicalJson(peek.state)) {
         throw new ViolationError('determinism', `${replica.node}'s state of ${doc} differs from the replay of its log`);
       }
+      replayed.set(doc, { log: peek.log, stateJson });
     }
   }
 
@@ -475,4 +502,27 @@ function viewText(v: Json): string {
 
 function truncate(text: string): string {
   return text.length > 400 ? `${text.slice(0, 400)}...` : text;
+}
+
+/** A document's log that replayed correctly, and the state it replays to. */
+interface Replayed {
+  readonly log: readonly WireDelta[];
+  readonly stateJson: string;
+}
+
+function sameDeltas(a: readonly WireDelta[], b: readonly WireDelta[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as WireDelta;
+    const y = b[i] as WireDelta;
+    if (x.seq !== y.seq || x.redoJson !== y.redoJson || x.outcomeJson !== y.outcomeJson || x.clientId !== y.clientId || x.clientSeq !== y.clientSeq) return false;
+  }
+  return true;
+}
+
+/** The acknowledged messages of `chain`'s documents. */
+function ackedRecords(world: World, chain: string): ClientRecord[] {
+  const out: ClientRecord[] = [];
+  for (const client of world.clients) for (const record of client.records) if (record.status === 'acked' && world.chainOfDoc(record.doc) === chain) out.push(record);
+  return out;
 }

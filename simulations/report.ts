@@ -11,7 +11,7 @@ import { runBatch } from './scenario.ts';
 
 const usage = `npm run simulate:report -- [--runs N] [--seeds S] [--planted-runs-max M]
 
-Runs the clean batch (N scenarios with seed 1, default 10000, about 75 s) and every planted bug
+Runs the clean batch (N scenarios with seed 1, default 10000, about 3 minutes) and every planted bug
 with seeds 1..S (default 6), up to M runs each (default 500), and writes
 benchmarks/results/simulations.json for npm run paper. Exits 1 if the clean batch finds a
 violation or a planted bug escapes.`;

@@ -11,7 +11,7 @@ import type { Bugs } from '../chain/core/planted.ts';
 import type { ReplicaLimits, ReplicaObserver } from '../chain/core/replica.ts';
 import type { ManagerEvent } from '../chain/control/manager-loop.ts';
 import { chainIds, chainOf } from '../chain/control/placement.ts';
-import { SimClient, type ClientSpec, type Tab } from './clients.ts';
+import { Player, type ClientSpec, type Tab } from './clients.ts';
 import { EventQueue, type Task } from './events.ts';
 import { SimNetwork } from './network.ts';
 import { addressOf, ManagerProcess, NodeProcess, ProxyProcess, SessionProcess, type SimProcess } from './processes.ts';
@@ -65,7 +65,7 @@ export class World {
   readonly net: SimNetwork;
   readonly nodes: NodeProcess[] = [];
   readonly proxies: ProxyProcess[] = [];
-  readonly clients: SimClient[] = [];
+  readonly clients: Player[] = [];
   readonly manager: ManagerProcess;
   private readonly queue = new EventQueue();
   private readonly procs = new Map<string, SimProcess>();
@@ -75,7 +75,11 @@ export class World {
   readonly traceLogs: boolean;
   /** The corrupted frame being delivered, if any (a fatal error then is a validation failure). */
   delivering: Frame | undefined;
+  /** The process the current event ran in, if it ran in one (the per-event checks look only there). */
+  ran: SimProcess | undefined;
   private readonly chainList: string[];
+  /** doc -> chain (chainOf hashes once per chain per call; the checks ask often). */
+  private readonly docChains = new Map<string, string>();
   /** Every configuration the manager made, per chain, in order (the stale-config fault replays them). */
   readonly history = new Map<string, ChainConfig[]>();
 
@@ -111,7 +115,7 @@ export class World {
         host = new SessionProcess(this, `${name}-app`, addressOf(`${name}-app`));
         this.add(host);
       }
-      this.clients.push(new SimClient(this, name, spec, host));
+      this.clients.push(new Player(this, name, spec, host));
     });
   }
 
@@ -152,7 +156,9 @@ export class World {
   }
 
   chainOfDoc(doc: string): string {
-    return chainOf(doc, this.chainList);
+    let chain = this.docChains.get(doc);
+    if (chain === undefined) this.docChains.set(doc, (chain = chainOf(doc, this.chainList)));
+    return chain;
   }
 
   managerEvent(e: ManagerEvent): void {
@@ -174,6 +180,7 @@ export class World {
       const time = this.queue.peekTime();
       const task = this.queue.pop();
       this.now = time;
+      this.ran = undefined;
       if (task() === false) continue; // a cancelled timer
       this.events++;
       this.observer.afterEvent(this);

@@ -5,13 +5,14 @@
 // are handled in arrival order, so a subscription's full view always reaches its handler
 // before the patches that follow it.
 
+import { AnswerError } from '../../engine/errors.ts';
 import type { Outcome } from '../../engine/execute.ts';
 import type { ChainConfig } from '../core/config.ts';
 import { make, requestIdOf, type ChainInfo, type Failure, type Frame, type ViewUpdate } from '../core/frames.ts';
 import type { Clock, Link, LinkError, Timer } from '../runtime/io.ts';
 
 /** A typed error from a node, or from the connection. */
-export class ChainError extends Error {
+export class ChainError extends AnswerError {
   override name = 'ChainError';
   constructor(
     readonly code: string,

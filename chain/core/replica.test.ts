@@ -6,6 +6,7 @@ import test from 'ava';
 import { canonicalJson } from '../../engine/json.ts';
 import type { ChainConfig } from './config.ts';
 import type { Frame, Member } from './frames.ts';
+import { noBugs, type Bugs } from './planted.ts';
 import { Replica, type ClientRef, type ReplicaLimits } from './replica.ts';
 import { Recovery, type Batch, type RecoveredChain } from './store.ts';
 
@@ -18,7 +19,8 @@ function storeAfter(batches: readonly Batch[]): Map<string, RecoveredChain> {
   return recovery.finish();
 }
 
-const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain): Replica => new Replica(node, 'c1', 'test-cluster', recovered, { limits, now: 1_000 });
+const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain, bugs: Bugs = noBugs): Replica =>
+  new Replica(node, 'c1', 'test-cluster', recovered, { limits, now: 1_000, bugs });
 const fullStatus = { includeState: true, includeDigests: true, docsMax: 1_000 };
 
 interface Sent {
@@ -30,6 +32,8 @@ class Bench {
   readonly replicas = new Map<string, Replica>();
   readonly clientFrames: Sent[] = [];
   readonly batches = new Map<string, Batch[]>();
+  /** Every frame pump delivered between replicas, as `from>to:kind`. */
+  readonly delivered: string[] = [];
   /** Links that are "up": pred node -> succ node. */
   private links = new Set<string>();
   config: ChainConfig = { chain: 'c1', epoch: 0, members: [] };
@@ -84,6 +88,7 @@ class Bench {
         if (succ !== undefined && this.links.has(`${node}>${succ}`)) {
           for (const frame of out.succ) {
             moved = true;
+            this.delivered.push(`${node}>${succ}:${frame.kind}`);
             const rejection = this.replica(succ).fromPred(frame, node, this.now);
             if (rejection !== undefined) throw new Error(`${succ} rejected ${frame.kind} from ${node}: ${rejection.code} ${rejection.message}`);
           }
@@ -92,6 +97,7 @@ class Bench {
         if (pred !== undefined && this.links.has(`${pred}>${node}`)) {
           for (const frame of out.pred) {
             moved = true;
+            this.delivered.push(`${node}>${pred}:${frame.kind}`);
             const rejection = this.replica(pred).fromSucc(frame, node, this.now);
             if (rejection !== undefined) throw new Error(`${pred} rejected ${frame.kind} from ${node}: ${rejection.code} ${rejection.message}`);
           }
@@ -351,4 +357,80 @@ test('subscribers get a full view, then speculative deltas at once and confirmed
   t.deepEqual(kinds(11).slice(2), ['confirmed:{"contributions":{"alice":7},"mine":7,"value":7}']);
   t.deepEqual(kinds(12).slice(2), ['confirmed:{"value":7}']);
   t.is(bench.acks().get(5)?.seq, 1);
+});
+
+test('a joiner that caught up says so durably: caughtUpEpoch survives its restart', (t) => {
+  for (const bugs of [noBugs, new Set(['caught-up-in-memory'] as const)] as Bugs[]) {
+    const bench = new Bench(['n1', 'n2']);
+    bench.replicas.set('n2', replica('n2', {}, undefined, bugs));
+    bench.configure(['n1']);
+    bench.pump();
+    for (let i = 1; i <= 5; i++) bench.submit('n1', i, 'doc-a', 1);
+    bench.pump();
+    bench.configure(['n1', 'n2']);
+    bench.pump();
+    t.is(bench.replica('n2').caughtUpEpoch, 2, 'the joiner did not report its catch-up');
+    const recovered = storeAfter(bench.batches.get('n2') ?? []).get('c1');
+    const restarted = replica('n2', {}, recovered, bugs);
+    if (bugs === noBugs) t.is(restarted.caughtUpEpoch, 2, 'a restart forgot that the node caught up (the manager would never refill the chain)');
+    else t.is(restarted.caughtUpEpoch, 0, 'the planted bug keeps caughtUpEpoch in memory only');
+  }
+});
+
+test('a subscribe, a refused submit and an unsubscribe create no document', (t) => {
+  const bench = new Bench(['n1']);
+  bench.configure(['n1']);
+  bench.pump();
+  const head = bench.replica('n1');
+  head.subscribe(11, { requestId: 1, chain: 'c1', doc: 'doc-watched', docType: 'counter', viewer: 'alice' }, bench.now);
+  head.submit(12, { requestId: 2, chain: 'c1', doc: 'doc-refused', docType: 'counter', channel: 'no-such-channel', payloadJson: '{}', clientId: 'client-1', clientSeq: 1, viewer: 'alice' }, bench.now);
+  head.submit(12, { requestId: 3, chain: 'c1', doc: 'doc-bad-json', docType: 'counter', channel: 'add', payloadJson: '{', clientId: 'client-1', clientSeq: 2, viewer: 'alice' }, bench.now);
+  head.unsubscribe(11, 1, 'doc-watched');
+  bench.pump();
+  t.deepEqual(bench.failures(), ['unknown_channel', 'invalid_payload']);
+  t.deepEqual(head.documents(), [], 'reads and refusals must not fill documentsMax');
+  bench.submit('n1', 4, 'doc-real', 1);
+  bench.pump();
+  t.deepEqual(head.documents(), ['doc-real']);
+});
+
+test('a delta whose redo is not an object is refused as invalid_frame and changes nothing', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 5);
+  const head = bench.replica('n1');
+  const tail = bench.replica('n2');
+  const forwarded = head.drain();
+  for (const frame of forwarded.succ) t.is(tail.fromPred(frame, 'n1', bench.now), undefined);
+  for (let batch = tail.takeBatch(); batch !== undefined; batch = tail.takeBatch()) tail.durable(batch.id);
+  const back = tail.drain().pred.find((f) => f.kind === 'back');
+  if (back?.kind !== 'back') return t.fail('the tail sent no delta back');
+  const before = JSON.stringify(head.status(fullStatus));
+  for (const redoJson of ['[1]', '7', '{"value":']) {
+    const bad = { ...back, back: { ...back.back, deltas: back.back.deltas.map((d) => ({ ...d, redoJson })) } };
+    t.is(head.fromSucc(bad, 'n2', bench.now)?.code, 'invalid_frame', `redo ${redoJson} was not refused`);
+    t.is(JSON.stringify(head.status(fullStatus)), before, `redo ${redoJson} changed the head`);
+  }
+  t.is(head.fromSucc(back, 'n2', bench.now), undefined, 'the good delta is still accepted after the refusals');
+});
+
+test('Attach and catch-up are split into frames of frameItemsMax items, and a joiner still converges', (t) => {
+  const small = { frameItemsMax: 2 };
+  const bench = new Bench([]);
+  for (const node of ['n1', 'n2', 'n3']) bench.replicas.set(node, replica(node, small));
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  for (let i = 1; i <= 14; i++) bench.submit('n1', i, `doc-${i % 7}`, 1);
+  bench.pump();
+  bench.delivered.length = 0;
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  const count = (kind: string): number => bench.delivered.filter((d) => d === `n2>n3:${kind}`).length;
+  t.true(count('attach') >= 4, `7 documents in ${count('attach')} attach frames`);
+  t.true(count('catchup') >= 4, `7 catch-ups in ${count('catchup')} frames`);
+  t.is(bench.replica('n3').documents().length, 7);
+  const digests = bench.digests(['n1', 'n2', 'n3']);
+  t.is(digests[1], digests[2]);
+  t.is(digests[0], digests[2]);
 });

@@ -186,6 +186,18 @@ test('privacy checker catches a planted bug: a card table that shows every hand'
   t.deepEqual(findLeaks('card-table', dealt, 'eve', view(cardTable, dealt, 'eve')), []);
 });
 
+test('the chat oracle flags a direct message between others, but not a text the viewer may read in its own', (t) => {
+  const dm = (from: string, to: string, text: string) => ({ from, to, text, at: 1 });
+  const state = {
+    ...chat.initial,
+    members: { alice: { joinedAt: 1 }, bob: { joinedAt: 1 } },
+    dms: { d1: dm('alice', 'alice', 'same-text'), d2: dm('bob', 'alice', 'same-text'), d3: dm('alice', 'alice', 'only-alice') },
+  };
+  // bob's own message says what alice told herself: showing it to bob leaks nothing.
+  t.deepEqual(findLeaks('chat', state, 'bob', { dms: { d2: dm('bob', 'alice', 'same-text') } }), []);
+  t.regex(findLeaks('chat', state, 'bob', { dms: { d3: dm('alice', 'alice', 'only-alice') } }).join(), /from alice to alice/);
+});
+
 test('convergence checker catches planted bugs: a head that never rolls back a lost message, or misses a confirm', (t) => {
   const moves: Move[] = [
     { viewer: 0, kind: 0, pick: 0 }, // join (chat) / sit (card-table) / add (counter)

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { nodeStatus } from '../chain/client/tcp.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { findLeaks } from '../engine/documents/secrets.ts';
-import { ProxyServer } from './server.ts';
+import { defaultProxyLimits, ProxyServer } from './server.ts';
 import { mintToken, verifyToken } from './tokens.ts';
 
 const viewerSecret = 'viewer-secret-for-tests';
@@ -240,7 +240,7 @@ test.serial('a consumer whose unsent bytes would pass sendBufferBytesMax is disc
 test.serial('one viewer may use clientIdsPerViewerMax clientIds in a window; a further new one is refused, known ones still work', async (t) => {
   // Each clientId fills a slot in a document's dedupe table, so a viewer minting one per
   // connection could crowd other clients out; the proxy refuses it with a typed close.
-  const ids = Array.from({ length: 16 }, (_, i) => `quota${i}`);
+  const ids = Array.from({ length: defaultProxyLimits.clientIdsPerViewerMax }, (_, i) => `quota${i}`);
   for (const id of ids) (await Client.as('quota-viewer', id)).ws.close();
   const extra = await Client.open();
   extra.send({ type: 'hello', token: mintToken(viewerSecret, 'quota-viewer', 60_000), clientId: 'quota-extra' });

@@ -98,10 +98,18 @@ test.serial('a head stopped for 4 s and replaced: its subscribers hear within th
       t.true(directEnd.at <= leaseDeadline, `the subscriber at the zombie head heard ${directEnd.at - resumedAt} ms after it resumed`);
       t.true(directEnd.error.retryable, `its subscription ended with ${directEnd.error.code}, which is not retryable`);
     }
-    // The routed subscriber: a fresh full view from the new head.
-    const fresh = routed.find((r) => r.update.kind === 'full' && r.at > stoppedAt);
-    while (routed.find((r) => r.update.kind === 'full' && r.at > stoppedAt) === undefined && Date.now() < resumedAt + 10_000) await sleep(20);
-    t.truthy(fresh ?? routed.find((r) => r.update.kind === 'full' && r.at > stoppedAt), 'the routed subscriber got no full view from the new head');
+    // The routed subscriber: a fresh full view, within the lease and one resubscribe. It can only
+    // come from the new head: the stopped one sends nothing, and once running again it has no
+    // lease, so it refuses subscriptions.
+    const freshFull = (): { update: ViewUpdate; at: number } | undefined => routed.find((r) => r.update.kind === 'full' && r.at > stoppedAt);
+    const routedDeadline = leaseDeadline + 2_000;
+    while (freshFull() === undefined && Date.now() < routedDeadline + 5_000) await sleep(20);
+    const fresh = freshFull();
+    t.truthy(fresh, 'the routed subscriber got no full view from the new head');
+    if (fresh !== undefined) {
+      t.true(fresh.at <= routedDeadline, `the routed subscriber's fresh full view came ${fresh.at - resumedAt} ms after the head resumed`);
+      t.true(fresh.update.seq >= first.seq, `the fresh full view (seq ${fresh.update.seq}) misses the acknowledged seq ${first.seq}`);
+    }
     t.is(routedError, undefined);
 
     // Exactly once: the counter holds 1 + 10 for each of clientSeq 2..4, on every member.

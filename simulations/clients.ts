@@ -183,7 +183,7 @@ export class Player {
   /** An event of this client: it runs the host's code (router or session), which changes no replica, so the per-event checks skip the nodes. */
   private inHost(run: () => void): () => void {
     return () => {
-      this.world.ran = this.host;
+      this.world.ranIn(this.host);
       run();
     };
   }

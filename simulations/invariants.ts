@@ -29,7 +29,7 @@ import type { ViewUpdate, WireDelta, WireEnvelope } from '../chain/core/frames.t
 import type { Replica, ReplicaObserver } from '../chain/core/replica.ts';
 import type { ClientRecord, Tab } from './clients.ts';
 import { ViolationError } from './events.ts';
-import { NodeProcess } from './processes.ts';
+import type { NodeProcess } from './processes.ts';
 import type { Observer, World } from './world.ts';
 
 /** What pendingWork says when only the subscriptions have not settled (then that invariant is the one broken). */
@@ -196,21 +196,20 @@ export class Checker implements Observer {
   }
 
   /**
-   * The checks after each event. An event that ran in a node can change only that node's
-   * replicas, so only its chains are checked, as predecessor and as successor; an event in a
-   * proxy, a session or the manager changes no replica; any other event (a fault, a restart,
-   * a disk completing) gets every node checked.
+   * The checks after each event. Epochs and leases are checked on every node (a lease runs out
+   * with time, in whatever process the event ran). Update Propagation compares a predecessor
+   * with its successor, whose states change only in their own events: after an event in a
+   * node, only that node's pairs are compared (as predecessor and as successor); after an
+   * event in a proxy, a session or the manager, none; after any other event (a fault, a
+   * restart) or one that ran code of several processes, every pair.
    */
   afterEvent(world: World): void {
     const ran = world.ran;
-    if (ran === undefined) {
-      for (const node of world.nodes) this.checkNode(world, node, true);
-    } else if (ran instanceof NodeProcess) {
-      this.checkNode(world, ran, false);
-    }
+    const allPairs = ran === undefined || ran === 'several';
+    for (const node of world.nodes) this.checkNode(world, node, allPairs ? 'succ' : node === ran ? 'both' : 'none');
   }
 
-  private checkNode(world: World, node: NodeProcess, everyNode: boolean): void {
+  private checkNode(world: World, node: NodeProcess, pairs: 'none' | 'succ' | 'both'): void {
     const driver = node.driver;
     if (driver === undefined || !node.alive) return;
     const now = world.now;
@@ -222,10 +221,11 @@ export class Checker implements Observer {
         throw new ViolationError('agreement', `${node.name} runs epoch ${replica.epoch} of ${chain} after acknowledging epoch ${acked}: it no longer agrees with the chain on its members`);
       }
       this.checkLease(node, chain, replica, watch, now, world.settings.tickMs);
+      if (pairs === 'none') continue;
       const succNode = world.node(replica.successor?.node ?? '');
       const succ = succNode?.alive === true ? succNode.driver?.replica(chain) : undefined;
       if (succ !== undefined) this.checkPair(chain, replica, watch, succ);
-      if (everyNode) continue; // the predecessor gets its own turn
+      if (pairs === 'succ') continue; // every node's turn comes: its predecessor is checked as one
       const predNode = world.node(replica.predecessor?.node ?? '');
       const pred = predNode?.alive === true ? predNode.driver?.replica(chain) : undefined;
       if (predNode !== undefined && pred !== undefined && pred.successor?.node === node.name) this.checkPair(chain, pred, this.watchOf(predNode.name, chain, pred), replica);
@@ -418,7 +418,17 @@ export class Checker implements Observer {
       if (!node.alive || node.hung) continue;
       for (const [chain, replica] of node.driver?.chains() ?? []) {
         const config = world.manager.loop.configs.get(chain);
-        for (const [doc, subs] of replica.head.subscriptions()) {
+        const held = replica.head.subscriptions();
+        let total = 0;
+        for (const subs of held.values()) total += subs.length;
+        // The counter nodeSubscriptionsMax is enforced on.
+        if (replica.head.subscriptionCount !== total) {
+          throw new ViolationError(
+            'subscriptions',
+            `${node.name} counts ${replica.head.subscriptionCount} subscriptions on ${chain} but holds ${total}: nodeSubscriptionsMax would refuse too early or too late`,
+          );
+        }
+        for (const [doc, subs] of held) {
           if (subs.length === 0) continue;
           if (config?.members[0]?.node !== node.name) {
             throw new ViolationError('subscriptions', `${node.name} is not the head of ${chain} but holds ${subs.length} subscription(s) to ${doc} at quiescence`);

@@ -6,11 +6,12 @@
 // fails, as Connection.send does), and corrupted peer frames (a field is set to a value that
 // validation must refuse; the world remembers which frames it corrupted).
 
-import type { Frame, Role } from '../chain/core/frames.ts';
+import type { Frame, Role, WireDelta } from '../chain/core/frames.ts';
 import { Inbox, type DialOptions, type Link, type LinkError, type Net } from '../chain/runtime/io.ts';
 import { decodeFrame, encodeFrame, failure } from '../chain/runtime/wire.ts';
 import type { SimProcess } from './processes.ts';
 import type { World } from './world.ts';
+import { ViolationError } from './events.ts';
 
 /** Bound on one frame's or datagram's travel time (virtual ms). */
 export const latencyMsMax = 1_000;
@@ -218,15 +219,21 @@ export class SimNetwork {
         const decoded = decodeFrame(bytes);
         if (decoded.kind === 'subscribe') this.sentAt.set(decoded.subscribe, sentAt);
         else if (decoded.kind === 'configure') conn.configures.add(decoded.configure.requestId);
-        if (corrupt && corruptFrame(decoded)) {
+        const damage = corrupt ? corruptFrame(decoded, world.rng.int(corruptions)) : undefined;
+        if (damage !== undefined) {
           this.corrupted.add(decoded);
-          world.note(`corrupted a ${decoded.kind} frame ${from.proc.name} -> ${to.name}`);
+          world.note(`corrupted a ${decoded.kind} frame ${from.proc.name} -> ${to.name}: ${damage.field}`);
         }
-        world.delivering = this.corrupted.has(decoded) ? decoded : undefined;
+        world.delivering = damage === undefined ? undefined : decoded;
         try {
           toSide.inbox.deliver(decoded);
         } finally {
           world.delivering = undefined;
+        }
+        // A field checked before anything else is used must get the frame refused: a typed
+        // rejection closes the link. (A redo or a snapshot may go unread, in a duplicate.)
+        if (damage?.refused === true && conn.open) {
+          throw new ViolationError('validation', `${to.name} accepted a ${decoded.kind} frame from ${from.proc.name} with ${damage.field}`);
         }
       });
     });
@@ -297,29 +304,76 @@ export class SimNetwork {
   }
 }
 
+/** How many ways corruptFrame has to damage a frame. */
+const corruptions = 8;
+
 /**
- * Sets one field of a peer frame to a value validation must refuse (never one it would pass:
- * a valid-looking wrong value would be silent damage, which TCP's checksums exclude).
- * Returns false when the frame has no such field.
+ * Sets one field of a peer frame (`which` of `corruptions`) to a value validation must refuse
+ * (never one it would pass: a valid-looking wrong value would be silent damage, which TCP's
+ * checksums exclude). `refused`: the field is checked before the frame is used, so the frame
+ * must be refused. Undefined when the frame has no such field.
  */
-function corruptFrame(frame: Frame): boolean {
+function corruptFrame(frame: Frame, which: number): { field: string; refused: boolean } | undefined {
   switch (frame.kind) {
     case 'back': {
       const d = frame.back.deltas[0];
-      if (d === undefined) return false;
-      d.redoJson = '{"not json';
-      return true;
+      return d === undefined ? undefined : corruptDelta(d, which);
     }
     case 'catchup': {
       const c = frame.catchup.docs[0];
-      if (c === undefined) return false;
+      if (c === undefined) return undefined;
       const d = c.deltas[0];
-      if (d !== undefined) d.redoJson = '{"not json';
-      else if (c.snapshotSeq > 0) c.snapshotJson = '[{';
-      else return false;
-      return true;
+      if (which === 0 && c.snapshotSeq > 0) {
+        c.dedupeJson = '[["cl1",[[1,1,"{}",0]]]]';
+        return { field: 'a dedupe entry whose outcome is not an outcome', refused: true };
+      }
+      if (d !== undefined) return corruptDelta(d, which);
+      if (c.snapshotSeq > 0) {
+        c.snapshotJson = '[{';
+        return { field: 'a snapshot that is not JSON', refused: true };
+      }
+      return undefined;
+    }
+    case 'forward': {
+      const e = frame.forward.envelopes[0];
+      if (e === undefined) return undefined;
+      switch (which % 4) {
+        case 0:
+          e.docType = 'no-such-type';
+          return { field: 'an unknown document type', refused: true };
+        case 1:
+          e.seq = 0;
+          return { field: 'seq 0', refused: true };
+        case 2:
+          e.clientId = 'not an id!';
+          return { field: 'a malformed clientId', refused: true };
+        default:
+          e.viewer = '';
+          return { field: 'an empty viewer', refused: true };
+      }
     }
     default:
-      return false;
+      return undefined;
+  }
+}
+
+function corruptDelta(d: WireDelta, which: number): { field: string; refused: boolean } {
+  switch (which % 6) {
+    case 0:
+    case 1:
+      d.redoJson = '{"not json';
+      return { field: 'a redo that is not JSON', refused: false };
+    case 2:
+      d.undoJson = '[]';
+      return { field: 'an undo that is not an object', refused: true };
+    case 3:
+      d.outcomeJson = '{"ok":"yes"}';
+      return { field: 'a malformed outcome', refused: true };
+    case 4:
+      d.clientId = 'not an id!';
+      return { field: 'a malformed clientId', refused: true };
+    default:
+      d.doc = 'bad doc!';
+      return { field: 'a malformed document id', refused: true };
   }
 }

@@ -54,7 +54,7 @@ export class SimProcess {
       this.world.at(this.pausedUntil, () => this.run(incarnation, task));
       return;
     }
-    this.world.ran = this;
+    this.world.ranIn(this);
     task();
   }
 

@@ -75,8 +75,8 @@ export class World {
   readonly traceLogs: boolean;
   /** The corrupted frame being delivered, if any (a fatal error then is a validation failure). */
   delivering: Frame | undefined;
-  /** The process the current event ran in, if it ran in one (the per-event checks look only there). */
-  ran: SimProcess | undefined;
+  /** The process the current event ran in, if it ran in exactly one (the per-event checks look only there). */
+  ran: SimProcess | 'several' | undefined;
   private readonly chainList: string[];
   /** doc -> chain (chainOf hashes once per chain per call; the checks ask often). */
   private readonly docChains = new Map<string, string>();
@@ -153,6 +153,11 @@ export class World {
   note(line: string): void {
     this.trace.push(`${this.now.toFixed(1)}ms ${line}`);
     if (this.trace.length > traceLinesMax) this.trace.splice(0, this.trace.length - traceLinesMax);
+  }
+
+  /** Notes that the current event runs code of `proc`. */
+  ranIn(proc: SimProcess): void {
+    this.ran = this.ran === undefined || this.ran === proc ? proc : 'several';
   }
 
   chainOfDoc(doc: string): string {

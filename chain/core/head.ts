@@ -239,10 +239,10 @@ export class Head {
     const old = this.views.get(doc.id);
     if (old === undefined) return;
     this.views.delete(doc.id);
+    this.subscriptionCount -= old.subs.size; // each joins the new view again, or fails
     const view = this.createView(doc.id, doc.type, doc);
     if (view === undefined) {
       for (const sub of old.subs.values()) this.r.clientFailure(sub.to, sub.requestId, 'unavailable', 'the chain re-formed; subscribe again', true);
-      this.subscriptionCount -= old.subs.size;
       return;
     }
     this.views.set(doc.id, view);

@@ -434,3 +434,22 @@ test('Attach and catch-up are split into frames of frameItemsMax items, and a jo
   t.is(digests[1], digests[2]);
   t.is(digests[0], digests[2]);
 });
+
+test('a state transfer at the head re-sends full views and keeps the subscription count exact', (t) => {
+  const bench = new Bench(['n1']);
+  bench.configure(['n1']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 3);
+  bench.pump();
+  const r = bench.replica('n1');
+  r.subscribe(11, { requestId: 1, chain: 'c1', doc: 'doc-a', docType: 'counter', viewer: 'alice' }, bench.now);
+  r.subscribe(12, { requestId: 2, chain: 'c1', doc: 'doc-a', docType: 'counter', viewer: 'bob' }, bench.now);
+  const doc = r.docs.get('doc-a');
+  if (doc === undefined) return t.fail('no document');
+  r.head.resetTo(doc, doc.appliedSeq); // what a snapshot catch-up at the head does
+  bench.pump();
+  const fulls = bench.clientFrames.filter((c) => c.frame.kind === 'viewUpdate' && c.frame.viewUpdate.kind === 'full').map((c) => c.to);
+  t.deepEqual(fulls, [11, 12, 11, 12], 'each subscriber gets a fresh full view');
+  t.is(r.head.subscriptionCount, 2, 'nodeSubscriptionsMax is enforced on this counter');
+  t.is([...r.head.subscriptions().values()].flat().length, 2);
+});

@@ -105,6 +105,8 @@ function parseDedupe(text: string): Map<string, DedupeEntry[]> | undefined {
     const window: DedupeEntry[] = [];
     for (const e of item[1] as unknown[]) {
       if (!Array.isArray(e) || !isSeq(e[0], 1) || !isSeq(e[1], 1) || typeof e[2] !== 'string' || typeof e[3] !== 'number' || !Number.isSafeInteger(e[3])) return undefined;
+      // The outcome is answered to a resend as is; the window is sorted by clientSeq (dedupe.ts).
+      if (!isOutcome(parseJson(e[2])) || (window.length > 0 && (window[window.length - 1] as DedupeEntry)[0] >= e[0])) return undefined;
       window.push([e[0], e[1], e[2], e[3]]);
     }
     out.set(item[0], window);

@@ -4,6 +4,7 @@
 import fc from 'fast-check';
 import { AdminLink } from '../chain/client/requests.ts';
 import { plantedBugNames, type PlantedBug } from '../chain/core/planted.ts';
+import type { Replica } from '../chain/core/replica.ts';
 import { isLink } from '../chain/runtime/io.ts';
 import { moveKinds, viewers } from '../engine/workloads.ts';
 import type { ClientSpec } from './clients.ts';
@@ -25,7 +26,8 @@ export type Fault =
   | { readonly atMs: number; readonly kind: 'stale-config'; readonly chain: number; readonly node: number; readonly back: number }
   | { readonly atMs: number; readonly kind: 'pause'; readonly node: number; readonly forMs: number }
   | { readonly atMs: number; readonly kind: 'hang'; readonly node: number }
-  | { readonly atMs: number; readonly kind: 'corrupt'; readonly rate: number; readonly forMs: number };
+  | { readonly atMs: number; readonly kind: 'corrupt'; readonly rate: number; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'restart-joiner'; readonly downMs: number };
 
 export interface ScenarioClient {
   readonly viewer: number;
@@ -105,7 +107,14 @@ export const faultArb: fc.Arbitrary<Fault> = fc.oneof(
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('pause' as const), node: index, forMs: fc.oneof(fc.integer({ min: 10, max: 800 }), fc.integer({ min: 1_000, max: 4_000 })) }), weight: 2 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('hang' as const), node: index }), weight: 1 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('corrupt' as const), rate: fc.constantFrom(0.05, 0.3), forMs: fc.integer({ min: 10, max: 1_000 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('restart-joiner' as const), downMs: fc.integer({ min: 1, max: 500 }) }), weight: 2 },
 );
+
+/** How long a restart-joiner fault waits for a node that joined a chain to catch up (at least until activeMs). */
+const joinerWatchMs = 1_000;
+const joinerWatchEnd = (f: { readonly atMs: number }): number => Math.max(f.atMs + joinerWatchMs, activeMs);
+/** How long it then waits for the joiner to lead its chain. */
+const joinerLeadMs = 1_000;
 
 const opArb = fc.record({ atMs: time, doc: index, kind: fc.nat({ max: moveKinds - 1 }), pick: fc.nat({ max: 999 }) });
 const tabArb = fc.record({ doc: index, events: fc.array(fc.record({ atMs: time, kind: fc.constantFrom('resubscribe' as const, 'close' as const, 'flap' as const) }), { maxLength: 2 }) });
@@ -238,6 +247,9 @@ export function describe(s: Scenario): string[] {
       case 'corrupt':
         lines.push(`${at} ${f.rate * 100}% of peer frames corrupted (a field set to an invalid value) for ${f.forMs}ms`);
         break;
+      case 'restart-joiner':
+        lines.push(`${at} the next joiner to catch up (until ${joinerWatchEnd(f)}ms) becomes head (the members ahead of it are removed), then crashes and restarts ${f.downMs}ms later`);
+        break;
     }
   }
   return lines;
@@ -266,7 +278,7 @@ export function runScenario(s: Scenario, bugs: readonly PlantedBug[] = [], inspe
     w.start();
     deaths = watchDeaths(w);
     scheduleFaults(w, s);
-    const lastFaultEnd = Math.max(activeMs, ...s.faults.map((f) => f.atMs + ('downMs' in f ? f.downMs : 'forMs' in f ? f.forMs : 0)));
+    const lastFaultEnd = Math.max(activeMs, ...s.faults.map(end));
     w.run(lastFaultEnd);
     heal(w);
     const quiet = (): boolean => pendingWork(w, checker) === '';
@@ -399,6 +411,44 @@ function scheduleFaults(world: World, s: Scenario): void {
           net.corruptRate = f.rate;
           world.after(f.forMs, () => void (net.corruptRate = 0));
           return;
+        case 'restart-joiner': {
+          // A node that joined after the first epoch and has caught up is made head (the
+          // members ahead of it are removed, as after their failures), then restarts: with no
+          // predecessor to catch up from again, only what it kept on disk can tell the manager
+          // that it caught up (defect 3: the chain was never refilled).
+          const until = joinerWatchEnd(f);
+          const crashOnceHead = (joiner: NodeProcess, chain: string): void => {
+            const role = joiner.driver?.replica(chain)?.role;
+            if (!joiner.alive || joiner.hung) return;
+            if (role !== 'head' && role !== 'single') {
+              if (world.now + 5 <= until + joinerLeadMs) world.after(5, () => crashOnceHead(joiner, chain));
+              return;
+            }
+            joiner.crash(false);
+            disturb(joiner, world.now + f.downMs);
+            world.note(`${joiner.name}, a joiner now heading ${chain}, crashed`);
+            world.after(f.downMs, () => restart(joiner, false));
+          };
+          const watch = (): void => {
+            for (const joiner of world.nodes) {
+              if (!joiner.alive || joiner.hung) continue;
+              for (const [chain, replica] of joiner.driver?.chains() ?? []) {
+                const config = loop.configs.get(chain);
+                if (config === undefined || config.epoch !== replica.epoch || !caughtUpJoiner(joiner.name, replica)) continue;
+                const ahead = config.members.slice(
+                  0,
+                  config.members.findIndex((m) => m.node === joiner.name),
+                );
+                for (const m of ahead) remove(chain, m.node);
+                crashOnceHead(joiner, chain);
+                return;
+              }
+            }
+            if (world.now + 5 <= until) world.after(5, watch);
+          };
+          watch();
+          return;
+        }
         case 'remove':
           remove(chainOf(f.chain), name(f.node));
           return;
@@ -461,7 +511,14 @@ function disabling(f: Fault): boolean {
 
 /** When a fault is over. */
 function end(f: Fault): number {
+  if (f.kind === 'restart-joiner') return joinerWatchEnd(f) + joinerLeadMs + f.downMs;
   return f.atMs + ('downMs' in f ? f.downMs : 'forMs' in f ? f.forMs : 0);
+}
+
+/** `node` joined `replica`'s chain after its first epoch and has caught up since. */
+function caughtUpJoiner(node: string, replica: Replica): boolean {
+  const since = replica.members.find((m) => m.node === node)?.sinceEpoch ?? 0;
+  return since > 1 && replica.caughtUpEpoch >= since;
 }
 
 /** A configuration from `back` epochs ago reaches `node` late (a delayed or replayed admin request). */

@@ -78,7 +78,9 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
           .map((e) =>
             e.kind === 'member'
               ? `${new Date(e.at).toISOString().slice(11, 23)} ${e.node} ${e.state}`
-              : `${new Date(e.at).toISOString().slice(11, 23)} ${e.config.chain} epoch ${e.config.epoch}: ${e.config.members.map((m) => m.node).join(' > ')} (${e.why})`,
+              : e.kind === 'leadership'
+                ? `${new Date(e.at).toISOString().slice(11, 23)} ${e.manager} ${e.leading ? 'leads' : 'stopped leading'} (${e.why})`
+                : `${new Date(e.at).toISOString().slice(11, 23)} ${e.config.chain} epoch ${e.config.epoch}: ${e.config.members.map((m) => m.node).join(' > ')} (${e.why})`,
           ),
       });
     }

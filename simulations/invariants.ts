@@ -19,6 +19,9 @@
 //   after healing     7. liveness: everything settles within a bounded time; no message sent
 //                        with a long resend window ends without an answer
 //   any time          validation: no corrupted peer frame makes a node exit (it is refused)
+//                     configurations: for each chain, the configurations nodes accept form one
+//                        sequence of epochs (no two accepted ones share an epoch with different
+//                        members), and each is one the configuration store held
 
 import { canonicalize, canonicalJson, type Json, type JsonObject } from '../engine/json.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
@@ -27,6 +30,7 @@ import { execute, type Envelope } from '../engine/execute.ts';
 import { view } from '../engine/view.ts';
 import type { ViewUpdate, WireDelta, WireEnvelope } from '../chain/core/frames.ts';
 import type { Replica, ReplicaObserver } from '../chain/core/replica.ts';
+import { encodeStoredConfig } from '../chain/control/config-store.ts';
 import type { ClientRecord, Tab } from './clients.ts';
 import { ViolationError } from './events.ts';
 import type { NodeProcess } from './processes.ts';
@@ -48,6 +52,7 @@ export const invariantNames = [
   'lease',
   'subscriptions',
   'validation',
+  'configurations',
 ] as const;
 export type InvariantName = (typeof invariantNames)[number] | 'assertion';
 
@@ -62,6 +67,8 @@ interface Watch {
   succ: Replica | undefined;
   predVersion: number;
   succVersion: number;
+  /** The epoch whose configuration was last checked against the store. */
+  epochSeen: number;
 }
 
 interface Basis {
@@ -72,6 +79,8 @@ interface Basis {
 }
 
 export class Checker implements Observer {
+  /** The first configuration seen run per (chain, epoch). */
+  private readonly acceptedConfigs = new Map<string, { node: string; encoded: string; names: string }>();
   /** Every envelope a head sequenced, by (doc, seq, clientId, clientSeq). A seq can be sequenced again after a head fails. */
   private readonly sequencedAs = new Map<string, WireEnvelope[]>();
   /** What each view frame was computed from, by its content. */
@@ -221,6 +230,7 @@ export class Checker implements Observer {
         throw new ViolationError('agreement', `${node.name} runs epoch ${replica.epoch} of ${chain} after acknowledging epoch ${acked}: it no longer agrees with the chain on its members`);
       }
       this.checkLease(node, chain, replica, watch, now, world.settings.tickMs);
+      if (replica.epoch !== watch.epochSeen) this.checkAccepted(world, node.name, chain, replica, watch);
       if (pairs === 'none') continue;
       const succNode = world.node(replica.successor?.node ?? '');
       const succ = succNode?.alive === true ? succNode.driver?.replica(chain) : undefined;
@@ -254,9 +264,28 @@ export class Checker implements Observer {
     }
   }
 
+  /** A configuration a node runs: the store held it, and no node runs another with its epoch. */
+  private checkAccepted(world: World, node: string, chain: string, replica: Replica, watch: Watch): void {
+    watch.epochSeen = replica.epoch;
+    if (replica.epoch === 0) return;
+    const config = { chain, epoch: replica.epoch, members: replica.members };
+    const encoded = encodeStoredConfig(config);
+    const names = config.members.map((m) => m.node).join('>');
+    const key = `${chain}\n${replica.epoch}`;
+    const prior = this.acceptedConfigs.get(key);
+    if (prior !== undefined && prior.encoded !== encoded) {
+      throw new ViolationError(
+        'configurations',
+        `${node} runs epoch ${replica.epoch} of ${chain} = ${names}, but ${prior.node} ran epoch ${replica.epoch} = ${prior.names}: two configurations share an epoch`,
+      );
+    }
+    if (prior === undefined) this.acceptedConfigs.set(key, { node, encoded, names });
+    if (!world.store.held(config)) throw new ViolationError('configurations', `${node} runs epoch ${replica.epoch} of ${chain} = ${names}, which the configuration store never held`);
+  }
+
   private watchOf(node: string, chain: string, replica: Replica): Watch {
     let w = this.watches.get(replica);
-    if (w === undefined) this.watches.set(replica, (w = { key: `${node}\n${chain}`, leaselessSince: -1, succ: undefined, predVersion: -1, succVersion: -1 }));
+    if (w === undefined) this.watches.set(replica, (w = { key: `${node}\n${chain}`, leaselessSince: -1, succ: undefined, predVersion: -1, succVersion: -1, epochSeen: 0 }));
     return w;
   }
 
@@ -282,7 +311,8 @@ export class Checker implements Observer {
 
   /** The end-of-run checks. `quiescent`: everything settled after healing; otherwise liveness failed. */
   final(world: World, quiescent: boolean, pending: string, longResends: boolean): void {
-    for (const [chain, config] of world.manager.loop.configs) {
+    for (const config of world.store.chains()) {
+      const chain = config.chain;
       const replicas = config.members
         .map((m) => world.node(m.node))
         .filter((n): n is NodeProcess => n?.alive === true && !n.hung && n.driver?.replica(chain) !== undefined)
@@ -417,7 +447,7 @@ export class Checker implements Observer {
     for (const node of world.nodes) {
       if (!node.alive || node.hung) continue;
       for (const [chain, replica] of node.driver?.chains() ?? []) {
-        const config = world.manager.loop.configs.get(chain);
+        const config = world.store.current(chain);
         const held = replica.head.subscriptions();
         let total = 0;
         for (const subs of held.values()) total += subs.length;
@@ -450,7 +480,7 @@ export class Checker implements Observer {
       if (tab.state === 'failed') throw new ViolationError('convergence', `${tab.name}'s subscription to ${tab.doc} ended with ${tab.error}`);
       if (tab.state !== 'open') continue;
       const chain = world.chainOfDoc(tab.doc);
-      const config = world.manager.loop.configs.get(chain);
+      const config = world.store.current(chain);
       const head = world.node(config?.members[0]?.node ?? '');
       const type = findDocumentType(tab.docType);
       if (type === undefined || head === undefined) continue;

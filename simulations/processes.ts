@@ -126,7 +126,10 @@ export class NodeProcess extends SimProcess {
       secret: simSecret,
       limits: settings.limits,
       tickMs: settings.tickMs,
-      gossip: settings.autopilot ? { seeds: [...world.nodes.map((n) => ({ node: n.name, address: n.address })), { node: 'manager', address: addressOf('manager') }], tickMs: gossipTickMs } : undefined,
+      gossip: settings.autopilot
+        ? { seeds: [...world.nodes.map((n) => ({ node: n.name, address: n.address })), ...world.managers.map((m) => ({ node: m.name, address: m.address }))], tickMs: gossipTickMs }
+        : undefined,
+      configStore: settings.nodesCheckStore === true ? world.store.clientFor(this) : undefined,
       random: () => world.rng.next(),
       bugs: world.bugs,
       observe: (chain) => world.observer.replicaObserver(name, chain),
@@ -165,14 +168,28 @@ export class NodeProcess extends SimProcess {
   }
 }
 
-/** The chain manager: the product's manager loop (it never crashes in these scenarios). */
+/**
+ * A chain manager: the product's manager loop on the simulated store. Several may run; one
+ * leads. A crash loses its memory: the next incarnation is a new loop that reads the store.
+ */
 export class ManagerProcess extends SimProcess {
-  readonly loop: ManagerLoop;
+  loop: ManagerLoop;
+  crashes = 0;
 
-  constructor(world: World, initial: readonly ChainConfig[]) {
-    super(world, 'manager', addressOf('manager'));
+  constructor(
+    world: World,
+    name: string,
+    private readonly initial: readonly ChainConfig[],
+  ) {
+    super(world, name, addressOf(name));
+    this.loop = this.newLoop();
+  }
+
+  private newLoop(): ManagerLoop {
+    const world = this.world;
     const settings = world.settings;
-    this.loop = new ManagerLoop({ net: world.net.netFor(this), clock: this.clock(), datagrams: this.datagrams() }, initial, {
+    const loop = new ManagerLoop({ net: world.net.netFor(this), clock: this.clock(), datagrams: this.datagrams(), store: world.store.clientFor(this) }, this.initial, {
+      name: this.name,
       k: settings.k,
       nodes: world.nodes.map((n) => ({ node: n.name, address: n.address })),
       membership: settings.autopilot ? 'swim' : 'external',
@@ -185,12 +202,34 @@ export class ManagerProcess extends SimProcess {
       pushRetryMsMin: 20,
       pushRetryMsMax: 500,
       pollEveryMs: 250,
-      log: world.traceLogs ? (line) => world.note(`manager: ${line}`) : undefined,
-      onEvent: (e) => world.managerEvent(e),
+      bugs: world.bugs,
+      log: world.traceLogs ? (line) => world.note(`${this.name}: ${line}`) : undefined,
+      onEvent: (e) => world.managerEvent(this.name, e),
     });
+    if (world.membership !== undefined) loop.setMembership(world.membership.live, world.membership.dead);
+    loop.planning = world.planning;
+    return loop;
   }
 
   start(): void {
+    this.loop.start();
+  }
+
+  /** A crash: its memory (configurations, acks, catch-up reports) is gone; the store keeps what it wrote. */
+  crash(): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.pausedUntil = 0;
+    this.crashes++;
+    // No clean stop (it would resign): its timers and answers die with the incarnation.
+    this.world.net.processDied(this, 1, 5);
+  }
+
+  restart(): void {
+    if (this.alive) return;
+    this.incarnation++;
+    this.alive = true;
+    this.loop = this.newLoop();
     this.loop.start();
   }
 }

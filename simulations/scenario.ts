@@ -10,7 +10,11 @@ import { moveKinds, viewers } from '../engine/workloads.ts';
 import type { ClientSpec } from './clients.ts';
 import { ViolationError } from './events.ts';
 import { Checker, subscriptionsPending } from './invariants.ts';
-import type { NodeProcess } from './processes.ts';
+import type { ChainConfig } from '../chain/core/config.ts';
+import type { Member } from '../chain/core/frames.ts';
+import type { ManagerLoop } from '../chain/control/manager-loop.ts';
+import { reconfigureThroughStore } from '../chain/control/operator.ts';
+import { type ManagerProcess, type NodeProcess, simCluster, simSecret } from './processes.ts';
 import { defaultNetwork, World, type WorldSettings } from './world.ts';
 
 export type Fault =
@@ -27,7 +31,16 @@ export type Fault =
   | { readonly atMs: number; readonly kind: 'pause'; readonly node: number; readonly forMs: number }
   | { readonly atMs: number; readonly kind: 'hang'; readonly node: number }
   | { readonly atMs: number; readonly kind: 'corrupt'; readonly rate: number; readonly forMs: number }
-  | { readonly atMs: number; readonly kind: 'restart-joiner'; readonly downMs: number };
+  | { readonly atMs: number; readonly kind: 'restart-joiner'; readonly downMs: number }
+  // The control plane: managers, the configuration store, operators.
+  | { readonly atMs: number; readonly kind: 'manager-crash'; readonly manager: number; readonly downMs: number }
+  | { readonly atMs: number; readonly kind: 'manager-pause'; readonly manager: number; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'manager-cut'; readonly manager: number; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'store-cut'; readonly manager: boolean; readonly index: number; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'store-slow'; readonly extraMs: number; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'store-lost-answers'; readonly forMs: number }
+  | { readonly atMs: number; readonly kind: 'operator'; readonly chain: number; readonly node: number; readonly remove: boolean }
+  | { readonly atMs: number; readonly kind: 'rogue-push'; readonly chain: number; readonly node: number };
 
 export interface ScenarioClient {
   readonly viewer: number;
@@ -66,6 +79,10 @@ export interface Scenario {
    * 12 KiB frames: Attach, Sync and state transfer must be split.
    */
   readonly bulk: boolean;
+  /** Manager processes (one leads through the store). */
+  readonly managers: number;
+  /** Nodes check pushed configurations against the store (etcd); else they trust the manager (embedded). */
+  readonly nodesCheckStore: boolean;
 }
 
 export const compactLimits = { deltaLogEntriesMax: 8, deltaLogKeepEntries: 4, docQueueDepthMax: 4, dedupeClientsMax: 2, dedupeIdleMsMin: 5_000 } as const;
@@ -108,6 +125,17 @@ export const faultArb: fc.Arbitrary<Fault> = fc.oneof(
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('hang' as const), node: index }), weight: 1 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('corrupt' as const), rate: fc.constantFrom(0.05, 0.3), forMs: fc.integer({ min: 10, max: 1_000 }) }), weight: 1 },
   { arbitrary: fc.record({ atMs: time, kind: fc.constant('restart-joiner' as const), downMs: fc.integer({ min: 1, max: 500 }) }), weight: 2 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('manager-crash' as const), manager: index, downMs: fc.integer({ min: 1, max: 1_500 }) }), weight: 2 },
+  {
+    arbitrary: fc.record({ atMs: time, kind: fc.constant('manager-pause' as const), manager: index, forMs: fc.oneof(fc.integer({ min: 10, max: 250 }), fc.integer({ min: 300, max: 2_000 })) }),
+    weight: 2,
+  },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('manager-cut' as const), manager: index, forMs: fc.integer({ min: 10, max: 1_500 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('store-cut' as const), manager: fc.boolean(), index, forMs: fc.integer({ min: 10, max: 1_500 }) }), weight: 2 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('store-slow' as const), extraMs: fc.integer({ min: 5, max: 150 }), forMs: fc.integer({ min: 10, max: 1_500 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('store-lost-answers' as const), forMs: fc.integer({ min: 10, max: 1_000 }) }), weight: 1 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('operator' as const), chain: index, node: index, remove: fc.boolean() }), weight: 3 },
+  { arbitrary: fc.record({ atMs: time, kind: fc.constant('rogue-push' as const), chain: index, node: index }), weight: 1 },
 );
 
 /** How long a restart-joiner fault waits for a node that joined a chain to catch up (at least until activeMs). */
@@ -142,6 +170,8 @@ export const scenarioArb: fc.Arbitrary<Scenario> = fc
     compact: fc.oneof({ arbitrary: fc.constant(false), weight: 3 }, { arbitrary: fc.constant(true), weight: 1 }),
     autopilot: fc.boolean(),
     bulk: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }),
+    managers: fc.oneof({ arbitrary: fc.constant(1), weight: 1 }, { arbitrary: fc.integer({ min: 2, max: 3 }), weight: 1 }),
+    nodesCheckStore: fc.boolean(),
   })
   .map((s) => ({ ...s, k: Math.min(s.k, s.nodes) }));
 
@@ -182,8 +212,12 @@ export function settingsOf(s: Scenario): WorldSettings {
     // Compact runs resend often (answers late after 250 ms count as lost), so the small dedupe table must absorb resends.
     requestTimeoutMs: s.compact ? 250 : 1_000,
     autopilot: s.autopilot,
+    managers: s.managers,
+    nodesCheckStore: s.nodesCheckStore,
   };
 }
+
+const managerName = (i: number, s: Scenario): string => (i % s.managers === 0 ? 'manager' : `manager${(i % s.managers) + 1}`);
 
 /** The schedule in words, for reports. */
 export function describe(s: Scenario): string[] {
@@ -191,7 +225,7 @@ export function describe(s: Scenario): string[] {
   const node = (i: number): string => `n${(i % s.nodes) + 1}`;
   const chain = (i: number): string => `c${(i % s.chains) + 1}`;
   const lines = [
-    `${s.nodes} nodes, ${s.disk} disks${s.compact ? ', tiny bounds' : ''}${s.bulk ? `, ${bulkDocs} bulk documents and ${bulkFrameBytesMax}-byte frames` : ''}${s.autopilot ? ', autopilot (SWIM + plan)' : ''}, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => d.id).join(' ')}; ${s.proxies} prox${s.proxies === 1 ? 'y' : 'ies'}; world seed ${s.seed}`,
+    `${s.nodes} nodes, ${s.disk} disks${s.compact ? ', tiny bounds' : ''}${s.bulk ? `, ${bulkDocs} bulk documents and ${bulkFrameBytesMax}-byte frames` : ''}${s.autopilot ? ', autopilot (SWIM + plan)' : ''}, ${s.managers} manager(s)${s.nodesCheckStore ? ' (nodes check pushes against the store)' : ''}, ${s.chains} chain(s) of k=${s.k}: ${settings.chains.map((c) => `${c.id}=${c.members.map(node).join('>')}`).join(' ')}; docs ${settings.docs.map((d) => d.id).join(' ')}; ${s.proxies} prox${s.proxies === 1 ? 'y' : 'ies'}; world seed ${s.seed}`,
   ];
   s.clients.forEach((c, i) => {
     const via = c.via === 'proxy' ? `via proxy${(c.proxy % s.proxies) + 1}` : 'via sessions';
@@ -249,6 +283,32 @@ export function describe(s: Scenario): string[] {
         break;
       case 'restart-joiner':
         lines.push(`${at} the next joiner to catch up (until ${joinerWatchEnd(f)}ms) becomes head (the members ahead of it are removed), then crashes and restarts ${f.downMs}ms later`);
+        break;
+      case 'manager-crash':
+        lines.push(`${at} ${managerName(f.manager, s)} crashes (its memory is lost) and restarts ${f.downMs}ms later`);
+        break;
+      case 'manager-pause':
+        lines.push(`${at} ${managerName(f.manager, s)} paused (SIGSTOP) for ${f.forMs}ms`);
+        break;
+      case 'manager-cut':
+        lines.push(`${at} ${managerName(f.manager, s)} cut off from every node (not from the store) for ${f.forMs}ms`);
+        break;
+      case 'store-cut':
+        lines.push(`${at} ${f.manager ? managerName(f.index, s) : node(f.index)} cut off from the configuration store for ${f.forMs}ms`);
+        break;
+      case 'store-slow':
+        lines.push(`${at} the configuration store answers ${f.extraMs}ms slower for ${f.forMs}ms`);
+        break;
+      case 'store-lost-answers':
+        lines.push(`${at} half the answers to store writes are lost (after the write committed) for ${f.forMs}ms`);
+        break;
+      case 'operator':
+        lines.push(`${at} an operator ${f.remove ? `removes ${node(f.node)} from` : `adds ${node(f.node)} to`} ${chain(f.chain)} through the store, while the manager adds or removes another node`);
+        break;
+      case 'rogue-push':
+        lines.push(
+          `${at}${s.nodesCheckStore ? '' : ' (nothing: only when nodes check the store)'} ${node(f.node)} is pushed a configuration of ${chain(f.chain)} that the store does not hold (a writer that went around it)`,
+        );
         break;
     }
   }
@@ -315,27 +375,44 @@ function watchDeaths(world: World): { falsePositives: number; explained: number 
 
 function scheduleFaults(world: World, s: Scenario): void {
   const net = world.net;
-  const loop = world.manager.loop;
+  // The leading manager at the moment (decisions go to it; it changes as managers fail).
+  const lead = (): ManagerLoop => world.manager.loop;
+  const managerAt = (i: number): ManagerProcess => world.managers[i % world.managers.length] as ManagerProcess;
+  /** Every chain's configuration: the store's, or the one it will be created with. */
+  const chainConfigs = (): ChainConfig[] =>
+    world.settings.chains.map((c) => world.store.current(c.id) ?? { chain: c.id, epoch: 1, members: c.members.map((i) => ({ node: name(i), address: nodeAt(i).address, sinceEpoch: 1 })) });
   const name = (i: number): string => world.nodeName(i);
   const chainOf = (i: number): string => `c${(i % s.chains) + 1}`;
   const nodeAt = (i: number): NodeProcess => world.node(name(i)) as NodeProcess;
   const disturb = (node: NodeProcess, until: number): void => void (node.disturbedUntil = Math.max(node.disturbedUntil, until));
   /** The operator's removal, never leaving a chain with only nodes that hang for good. */
   const remove = (chain: string, node: string): void => {
-    const config = loop.configs.get(chain);
+    const config = lead().configs.get(chain);
     if (config === undefined || config.members.filter((m) => m.node !== node).every((m) => world.node(m.node)?.hung === true)) return;
-    if (loop.remove(chain, node)) world.note(`manager removed ${node} from ${chain}`);
+    if (lead().remove(chain, node)) world.note(`manager removed ${node} from ${chain}`);
+  };
+  /** The leading manager adds a missing node to `chain` (short of k) or removes a member (of three or more). */
+  const managerDecides = (chain: string, spare?: string): void => {
+    const config = lead().configs.get(chain);
+    if (config === undefined) return;
+    const other = world.nodes.find((n) => n.name !== spare && !n.hung && !config.members.some((m) => m.node === n.name));
+    if (other !== undefined && config.members.length < s.k) {
+      if (lead().add(chain, other.name)) world.note(`manager adds ${other.name} to ${chain} meanwhile`);
+    } else if (config.members.length > 2) {
+      const victim = config.members.find((m) => m.node !== spare);
+      if (victim !== undefined) remove(chain, victim.node);
+    }
   };
   const failOver = (node: string): void => {
     world.after(world.rng.range(20, 300), () => {
-      for (const chain of loop.configs.keys()) remove(chain, node);
+      for (const chain of lead().configs.keys()) remove(chain, node);
     });
   };
   const restart = (node: NodeProcess, failover: boolean): void => {
     if (node.alive) return;
     node.start();
     world.note(`${node.name} restarted`);
-    if (failover) for (const chain of loop.configs.keys()) loop.add(chain, node.name);
+    if (failover) for (const chain of lead().configs.keys()) lead().add(chain, node.name);
   };
   for (const f of s.faults) {
     const strike = (): void => {
@@ -433,7 +510,7 @@ function scheduleFaults(world: World, s: Scenario): void {
             for (const joiner of world.nodes) {
               if (!joiner.alive || joiner.hung) continue;
               for (const [chain, replica] of joiner.driver?.chains() ?? []) {
-                const config = loop.configs.get(chain);
+                const config = lead().configs.get(chain);
                 if (config === undefined || config.epoch !== replica.epoch || !caughtUpJoiner(joiner.name, replica)) continue;
                 const ahead = config.members.slice(
                   0,
@@ -453,7 +530,7 @@ function scheduleFaults(world: World, s: Scenario): void {
           remove(chainOf(f.chain), name(f.node));
           return;
         case 'add':
-          if (loop.add(chainOf(f.chain), name(f.node))) world.note(`manager added ${name(f.node)} to ${chainOf(f.chain)}`);
+          if (lead().add(chainOf(f.chain), name(f.node))) world.note(`manager added ${name(f.node)} to ${chainOf(f.chain)}`);
           return;
         case 'stale-config':
           replayConfig(world, chainOf(f.chain), nodeAt(f.node), f.back);
@@ -471,6 +548,66 @@ function scheduleFaults(world: World, s: Scenario): void {
           world.note(`${node.name} paused until ${node.pausedUntil.toFixed(1)}ms`);
           return;
         }
+        case 'manager-crash': {
+          const manager = managerAt(f.manager);
+          if (!manager.alive) return;
+          manager.crash();
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.downMs);
+          world.note(`${manager.name} crashed`);
+          world.after(f.downMs, () => {
+            manager.restart();
+            world.note(`${manager.name} restarted with no memory`);
+          });
+          return;
+        }
+        case 'manager-pause': {
+          const manager = managerAt(f.manager);
+          if (!manager.alive) return;
+          manager.pausedUntil = Math.max(manager.pausedUntil, world.now + f.forMs);
+          manager.resumedAt = manager.pausedUntil;
+          if (f.forMs > 250) net.cutOffUntil = Math.max(net.cutOffUntil, manager.pausedUntil);
+          world.note(`${manager.name} paused until ${manager.pausedUntil.toFixed(1)}ms`);
+          return;
+        }
+        case 'manager-cut': {
+          const manager = managerAt(f.manager);
+          const pairs = world.nodes.flatMap((n) => [`${manager.name}>${n.name}`, `${n.name}>${manager.name}`]);
+          for (const p of pairs) net.blocked.add(p);
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
+          world.after(f.forMs, () => {
+            for (const p of pairs) net.blocked.delete(p);
+          });
+          return;
+        }
+        case 'store-cut': {
+          const who = f.manager ? managerAt(f.index).name : name(f.index);
+          const pairs = [`${who}>${world.store.name}`, `${world.store.name}>${who}`];
+          for (const p of pairs) net.blocked.add(p);
+          net.cutOffUntil = Math.max(net.cutOffUntil, world.now + f.forMs);
+          world.after(f.forMs, () => {
+            for (const p of pairs) net.blocked.delete(p);
+          });
+          return;
+        }
+        case 'store-slow':
+          world.store.slowMs = f.extraMs;
+          world.after(f.forMs, () => void (world.store.slowMs = 0));
+          return;
+        case 'store-lost-answers':
+          world.store.loseAnswers = true;
+          world.after(f.forMs, () => void (world.store.loseAnswers = false));
+          return;
+        case 'operator': {
+          // An operator reconfigures while the leading manager decides too, both from the same
+          // epoch: the race compare-and-swap settles (one write wins, the other re-reads).
+          const chain = chainOf(f.chain);
+          operate(world, chain, name(f.node), f.remove);
+          world.after(world.rng.range(1, 5), () => managerDecides(chain, name(f.node)));
+          return;
+        }
+        case 'rogue-push':
+          if (s.nodesCheckStore) roguePush(world, chainOf(f.chain), nodeAt(f.node));
+          return;
         case 'hang': {
           // The node most clients are connected to: they must move on.
           if (world.nodes.some((n) => n.hung)) return;
@@ -480,9 +617,9 @@ function scheduleFaults(world: World, s: Scenario): void {
           const alone = s.faults.every((o) => o === f || !disabling(o) || end(o) < f.atMs);
           const eligible = (n: NodeProcess): boolean =>
             n.alive &&
-            [...loop.configs.values()].every((c) => {
+            chainConfigs().every((c) => {
               if (!c.members.some((m) => m.node === n.name)) return true;
-              const joining = loop.joining(c.chain);
+              const joining = lead().joining(c.chain);
               const others = c.members.filter((m) => m.node !== n.name && !joining.has(m.node) && world.node(m.node)?.running === true);
               return alone && others.length >= 2;
             });
@@ -521,12 +658,48 @@ function caughtUpJoiner(node: string, replica: Replica): boolean {
   return since > 1 && replica.caughtUpEpoch >= since;
 }
 
+/** An operator reconfigures `chain` through the store (the product's operator code), beside the managers. */
+function operate(world: World, chain: string, node: string, remove: boolean): void {
+  const operator = world.operator;
+  const config = world.store.current(chain);
+  if (config === undefined) return;
+  const inChain = config.members.some((m) => m.node === node);
+  if (remove ? !inChain || config.members.filter((m) => m.node !== node).every((m) => world.node(m.node)?.hung === true) : inChain || config.members.length >= world.settings.k) return;
+  world.note(`an operator ${remove ? 'removes' : 'adds'} ${node} ${remove ? 'from' : 'to'} ${chain}`);
+  const target = world.node(node) as NodeProcess;
+  reconfigureThroughStore(
+    { net: world.net.netFor(operator), clock: operator.clock(), store: world.store.clientFor(operator) },
+    remove ? { chain, remove: node } : { chain, add: { node, address: target.address } },
+    { cluster: simCluster, secret: simSecret, requestTimeoutMs: 1_000, pushTimeoutMs: 2_000 },
+    (error, result) => world.note(`operator: ${error?.message ?? `epoch ${result?.config.epoch} written; missing ${result?.missing.join(',') || 'none'}`}`),
+  );
+}
+
+/**
+ * A writer that goes around the store (an old tool, a deposed leader of an older version)
+ * pushes `node` the next epoch of `chain` with the members reordered. Nodes that check the
+ * store refuse it.
+ */
+function roguePush(world: World, chain: string, node: NodeProcess): void {
+  const config = world.store.current(chain);
+  if (config === undefined || !node.alive) return;
+  const members = config.members.length > 1 ? [...config.members.slice(1), config.members[0] as Member] : [...config.members];
+  const rogue: ChainConfig = { chain, epoch: config.epoch + 1, members: members.map((m) => ({ ...m, sinceEpoch: Math.min(m.sinceEpoch, config.epoch + 1) })) };
+  const operator = world.operator;
+  world.net.netFor(operator).dial(node.address, { role: 'admin', name: 'rogue', timeoutMs: 1_000 }, (result) => {
+    if (!isLink(result)) return;
+    const admin = new AdminLink(result, operator.clock(), { requestTimeoutMs: 1_000 });
+    world.note(`${node.name} is pushed epoch ${rogue.epoch} of ${chain} = ${rogue.members.map((m) => m.node).join('>')}, which the store does not hold`);
+    admin.configure(rogue, () => admin.close());
+  });
+}
+
 /** A configuration from `back` epochs ago reaches `node` late (a delayed or replayed admin request). */
 function replayConfig(world: World, chain: string, node: NodeProcess, back: number): void {
-  const history = world.history.get(chain) ?? [];
+  const history = world.store.writes.get(chain) ?? [];
   const old = history[history.length - 1 - back];
   if (old === undefined || !node.alive) return;
-  const manager = world.manager;
+  const manager = world.operator;
   world.net.netFor(manager).dial(node.address, { role: 'admin', name: 'manager', timeoutMs: 1_000 }, (result) => {
     if (!isLink(result)) return;
     const admin = new AdminLink(result, manager.clock(), { requestTimeoutMs: 1_000 });
@@ -558,6 +731,8 @@ function heal(world: World): void {
   net.slow.clear();
   net.dropRate = 0;
   net.corruptRate = 0;
+  world.store.slowMs = 0;
+  world.store.loseAnswers = false;
   for (const node of world.nodes) {
     if (node.hung) continue;
     if (node.pausedUntil > world.now) {
@@ -566,14 +741,17 @@ function heal(world: World): void {
     }
     if (!node.alive) node.start();
   }
-  const loop = world.manager.loop;
+  for (const manager of world.managers) {
+    if (manager.pausedUntil > world.now) manager.pausedUntil = world.now;
+    if (!manager.alive) manager.restart();
+  }
   if (!world.settings.autopilot) {
     // The operator's view: every node that runs is live; a hung one is dead. plan() refills.
-    loop.setMembership(
+    world.setMembership(
       world.nodes.filter((n) => !n.hung).map((n) => ({ node: n.name, address: n.address })),
       new Set(world.nodes.filter((n) => n.hung).map((n) => n.name)),
     );
-    loop.planning = true;
+    world.setPlanning(true);
   }
   world.note('healed');
 }
@@ -583,7 +761,12 @@ export function pendingWork(world: World, checker: Checker): string {
   for (const client of world.clients) if (!client.done) return `${client.name} has unfinished messages`;
   for (const tab of checker.openTabs) if (tab.waitingForFull) return `${tab.name} waits for its full view of ${tab.doc}`;
   for (const proxy of world.proxies) if (proxy.router.resubscribing > 0) return `${proxy.name} is subscribing ${proxy.router.resubscribing} tab(s) again`;
-  const loop = world.manager.loop;
+  const leader = world.leader();
+  if (leader === undefined) return 'no manager leads';
+  const loop = leader.loop;
+  for (const config of world.store.chains()) {
+    if (loop.configs.get(config.chain)?.epoch !== config.epoch) return `the leader has not read epoch ${config.epoch} of ${config.chain} yet`;
+  }
   const hung = new Set(world.nodes.filter((n) => n.hung).map((n) => n.name));
   const live = world.nodes.length - hung.size;
   for (const chain of loop.configs.keys()) {

@@ -14,7 +14,9 @@ import { chainIds, chainOf } from '../chain/control/placement.ts';
 import { Player, type ClientSpec, type Tab } from './clients.ts';
 import { EventQueue, type Task } from './events.ts';
 import { SimNetwork } from './network.ts';
-import { addressOf, ManagerProcess, NodeProcess, ProxyProcess, SessionProcess, type SimProcess } from './processes.ts';
+import { addressOf, ManagerProcess, NodeProcess, ProxyProcess, SessionProcess, SimProcess } from './processes.ts';
+import { SimStore } from './store.ts';
+import type { NodeAddress } from '../chain/control/decisions.ts';
 
 export interface WorldSettings {
   readonly seed: number;
@@ -36,6 +38,10 @@ export interface WorldSettings {
   readonly requestTimeoutMs: number;
   /** Nodes and the manager run SWIM; the manager reconfigures on its own with plan(). */
   readonly autopilot?: boolean;
+  /** Manager processes (one leads at a time, through the store); default 1. */
+  readonly managers?: number;
+  /** Nodes accept a pushed configuration only as the store holds it (as with etcd); else they trust the manager (the embedded store). */
+  readonly nodesCheckStore?: boolean;
 }
 
 export const defaultNetwork = { latencyMs: { min: 0.05, max: 1.5 }, diskMs: { min: 0.1, max: 2.5 }, tickMs: 100 };
@@ -66,7 +72,13 @@ export class World {
   readonly nodes: NodeProcess[] = [];
   readonly proxies: ProxyProcess[] = [];
   readonly clients: Player[] = [];
-  readonly manager: ManagerProcess;
+  readonly managers: ManagerProcess[] = [];
+  readonly store: SimStore;
+  /** Where operators' tools (and writers that go around the store) run. */
+  readonly operator: SimProcess;
+  /** External membership as the operator last set it, applied to every manager incarnation. */
+  membership: { live: NodeAddress[]; dead: Set<string> } | undefined;
+  planning = false;
   private readonly queue = new EventQueue();
   private readonly procs = new Map<string, SimProcess>();
   private readonly byName = new Map<string, NodeProcess>();
@@ -80,8 +92,6 @@ export class World {
   private readonly chainList: string[];
   /** doc -> chain (chainOf hashes once per chain per call; the checks ask often). */
   private readonly docChains = new Map<string, string>();
-  /** Every configuration the manager made, per chain, in order (the stale-config fault replays them). */
-  readonly history = new Map<string, ChainConfig[]>();
 
   constructor(
     readonly settings: WorldSettings,
@@ -98,10 +108,20 @@ export class World {
       this.byName.set(node.name, node);
       this.add(node);
     }
-    const initial = settings.chains.map((c) => ({ chain: c.id, epoch: 1, members: c.members.map((i) => ({ node: this.nodeName(i), address: addressOf(this.nodeName(i)), sinceEpoch: 1 })) }));
-    for (const c of initial) this.history.set(c.chain, [c]);
-    this.manager = new ManagerProcess(this, initial);
-    this.add(this.manager);
+    const initial: ChainConfig[] = settings.chains.map((c) => ({
+      chain: c.id,
+      epoch: 1,
+      members: c.members.map((i) => ({ node: this.nodeName(i), address: addressOf(this.nodeName(i)), sinceEpoch: 1 })),
+    }));
+    this.store = new SimStore(this);
+    this.add(this.store);
+    this.operator = new SimProcess(this, 'operator', addressOf('operator'));
+    this.add(this.operator);
+    for (let i = 0; i < (settings.managers ?? 1); i++) {
+      const manager = new ManagerProcess(this, i === 0 ? 'manager' : `manager${i + 1}`, initial);
+      this.managers.push(manager);
+      this.add(manager);
+    }
     for (let i = 0; i < settings.proxies; i++) {
       const proxy = new ProxyProcess(this, `proxy${i + 1}`);
       this.proxies.push(proxy);
@@ -166,15 +186,36 @@ export class World {
     return chain;
   }
 
-  managerEvent(e: ManagerEvent): void {
+  managerEvent(name: string, e: ManagerEvent): void {
+    if (e.kind === 'leadership') this.note(`${name}: ${e.leading ? 'leads' : `stopped leading (${e.why})`}`);
     if (e.kind !== 'configured') return;
-    this.history.get(e.config.chain)?.push(e.config);
-    this.note(`manager: ${e.config.chain} epoch ${e.config.epoch} = ${e.config.members.map((m) => m.node).join('>')} (${e.why})`);
+    this.note(`${name}: ${e.config.chain} epoch ${e.config.epoch} = ${e.config.members.map((m) => m.node).join('>')} (${e.why})`);
+  }
+
+  /** The manager that leads and has read the store, if one does. */
+  leader(): ManagerProcess | undefined {
+    return this.managers.find((m) => m.alive && m.loop.acting && m.loop.leading);
+  }
+
+  /** The leader, or (for observers) the first running manager. */
+  get manager(): ManagerProcess {
+    return this.leader() ?? this.managers.find((m) => m.alive) ?? (this.managers[0] as ManagerProcess);
+  }
+
+  /** The operator's view of who is live, for every manager (now and after restarts). */
+  setMembership(live: readonly NodeAddress[], dead: ReadonlySet<string>): void {
+    this.membership = { live: [...live], dead: new Set(dead) };
+    for (const m of this.managers) m.loop.setMembership(live, dead);
+  }
+
+  setPlanning(on: boolean): void {
+    this.planning = on;
+    for (const m of this.managers) m.loop.planning = on;
   }
 
   start(): void {
     for (const node of this.nodes) node.start();
-    this.manager.start();
+    for (const manager of this.managers) manager.start();
     for (const client of this.clients) client.start();
   }
 

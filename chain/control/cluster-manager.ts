@@ -1,10 +1,13 @@
 // The automatic chain manager of a cluster as a real process: the manager loop
-// (manager-loop.ts) on TCP admin links, wall-clock timers and a UDP socket for its failure
-// detector. At start it adopts the configurations the nodes hold (a restart), or places the
-// chains by rendezvous hashing. One process, as the chain-replication paper's master.
+// (manager-loop.ts) on TCP admin links, wall-clock timers, a UDP socket for its failure
+// detector, and a configuration store (config-store.ts: the embedded file, or etcd with
+// several managers of which one leads). The store says where each chain stands; for a chain
+// it does not hold yet, the manager starts from the newest configuration the nodes hold (a
+// cluster that ran before the store existed), or places the chain by rendezvous hashing.
 
 import { chainInfo, type ClientOptions } from '../client/tcp.ts';
 import type { ChainConfig } from '../core/config.ts';
+import type { ConfigStore } from './config-store.ts';
 import { systemClock, UdpDatagrams } from '../runtime/system.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import type { NodeAddress } from './decisions.ts';
@@ -18,6 +21,10 @@ export type ClusterEvent = ManagerEvent;
 export interface ClusterManagerOptions {
   readonly cluster: string;
   readonly secret: string;
+  /** Where configurations live; the manager writes through its compare-and-swap. */
+  readonly store: ConfigStore;
+  /** Its name among the managers (SWIM member id and election candidate; default "manager"). */
+  readonly name?: string;
   readonly chains: number;
   readonly k: number;
   readonly host?: string;
@@ -28,6 +35,8 @@ export interface ClusterManagerOptions {
   readonly decideEveryMs?: number;
   /** Bound on one configuration push or lookup (ms). */
   readonly requestTimeoutMs?: number;
+  /** How long start() waits for every chain's configuration (ms; default 15,000). */
+  readonly startTimeoutMs?: number;
   readonly log?: (line: string) => void;
   readonly onEvent?: (event: ClusterEvent) => void;
 }
@@ -49,7 +58,12 @@ export class ClusterManager {
   }
 
   get seed(): { node: string; address: string } {
-    return { node: managerId, address: this.address };
+    return { node: this.options.name ?? managerId, address: this.address };
+  }
+
+  /** It leads the managers and has read the store (it decides and pushes). */
+  get acting(): boolean {
+    return this.loop?.acting === true;
   }
 
   get configs(): ReadonlyMap<string, ChainConfig> {
@@ -77,7 +91,8 @@ export class ClusterManager {
       }
       configs.push(best ?? (placed.find((p) => p.chain === chain) as ChainConfig));
     }
-    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, secret: this.options.secret }), clock: systemClock, datagrams: this.udp }, configs, {
+    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, secret: this.options.secret }), clock: systemClock, datagrams: this.udp, store: this.options.store }, configs, {
+      name: this.options.name,
       k: this.options.k,
       nodes,
       membership: 'swim',
@@ -93,6 +108,11 @@ export class ClusterManager {
     });
     this.loop = loop;
     loop.start();
+    // Ready once every chain's configuration is known here (read from the store, or written by
+    // this manager as the leader): headOf() can answer. Bounded: a standby whose leader has not
+    // written yet goes on without.
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 15_000);
+    while (loop.configs.size < this.options.chains && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
   /** The detector's view of every managed node. */
@@ -110,6 +130,7 @@ export class ClusterManager {
     return this.loop?.joining(chain) ?? new Set();
   }
 
+  /** Stops deciding and resigns the leadership (a standby takes over at once); the store stays open (its owner closes it). */
   async stop(): Promise<void> {
     this.loop?.stop();
     await this.udp.close();

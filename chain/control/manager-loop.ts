@@ -8,13 +8,23 @@
 // A removed node is told until it acknowledges (a paused head that missed its removal learns
 // it when it resumes, however often pushes failed meanwhile); a node that answers stale_epoch
 // already holds a newer configuration, which fences it just as well.
+//
+// With a configuration store (config-store.ts) the store is the authority, not this loop's
+// memory: several loops campaign and one leads; only the leader decides, and it announces a
+// configuration only after its compare-and-swap on the epoch it decided from succeeded (a
+// failed one means another writer got there first: it adopts what the store holds and decides
+// again). A new leader, or a restarted one, starts from the store, so epochs never repeat.
+// A standby keeps its failure detector warm and its view of the store current (watch), and
+// pushes nothing.
 
 import { assert } from '../../engine/assert.ts';
 import { AdminLink } from '../client/requests.ts';
 import type { ChainConfig } from '../core/config.ts';
 import type { Member } from '../core/frames.ts';
+import type { Bugs } from '../core/planted.ts';
 import { isLink, type Clock, type Datagrams, type Net } from '../runtime/io.ts';
 import { decodeGossip, encodeGossip } from '../runtime/wire.ts';
+import type { ConfigStore, Leadership } from './config-store.ts';
 import { addTail, catchingUp, removeNode, type NodeAddress } from './decisions.ts';
 import { chainOf, plan } from './placement.ts';
 import { Swim, type MemberState, type SwimOptions } from './swim.ts';
@@ -23,9 +33,12 @@ export const managerId = 'manager';
 
 export type ManagerEvent =
   | { readonly kind: 'member'; readonly at: number; readonly node: string; readonly state: MemberState; readonly local: boolean }
-  | { readonly kind: 'configured'; readonly at: number; readonly config: ChainConfig; readonly why: string };
+  | { readonly kind: 'configured'; readonly at: number; readonly config: ChainConfig; readonly why: string }
+  | { readonly kind: 'leadership'; readonly at: number; readonly manager: string; readonly leading: boolean; readonly why: string };
 
 export interface ManagerLoopOptions {
+  /** Its name: its SWIM member id and its candidate name (default "manager"). */
+  readonly name?: string;
   /** Target chain length. */
   readonly k: number;
   /** The nodes it manages. */
@@ -54,6 +67,15 @@ export interface ManagerLoopOptions {
   readonly caughtUp?: ReadonlyMap<string, ReadonlyMap<string, number>>;
   readonly log?: (line: string) => void;
   readonly onEvent?: (event: ManagerEvent) => void;
+  readonly bugs?: Bugs;
+}
+
+/** What the loop runs on; `store`: the configuration store it writes through (absent: tools that push what they were given). */
+export interface ManagerIo {
+  readonly net: Net;
+  readonly clock: Clock;
+  readonly datagrams?: Datagrams;
+  readonly store?: ConfigStore;
 }
 
 interface Target {
@@ -83,23 +105,44 @@ export class ManagerLoop {
   private stopped = false;
   reconfigurations = 0;
   refusals = 0;
+  /** With a store: configurations to create when the store holds none for their chain. */
+  private readonly initial: readonly ChainConfig[];
+  private leadership: Leadership | undefined;
+  /** With a store: it leads and has read the store, so it may decide and push. */
+  private ready = false;
+  /** Chains with a write to the store in flight (one at a time per chain). */
+  private readonly writing = new Set<string>();
+  private watcher: { cancel(): void } | undefined;
+  private readonly name: string;
+  elections = 0;
 
   constructor(
-    private readonly io: { readonly net: Net; readonly clock: Clock; readonly datagrams?: Datagrams },
+    private readonly io: ManagerIo,
     initial: readonly ChainConfig[],
     readonly options: ManagerLoopOptions,
   ) {
+    this.name = options.name ?? managerId;
     this.nodes = new Map(options.nodes.map((n) => [n.node, n.address]));
     this.external = { live: [...options.nodes], dead: new Set() };
     for (const [chain, known] of options.caughtUp ?? []) this.caughtUp.set(chain, new Map(known));
-    for (const config of initial) this.install(config, 'initial', []);
+    this.initial = io.store === undefined ? [] : initial;
+    if (io.store === undefined) for (const config of initial) this.install(config, 'initial', []);
+  }
+
+  /** It may decide and push: no store (a tool), or it leads and has read the store. */
+  get acting(): boolean {
+    return this.io.store === undefined || this.ready;
+  }
+
+  get leading(): boolean {
+    return this.io.store === undefined || this.leadership?.leading === true;
   }
 
   start(): void {
     if (this.options.membership === 'swim') {
       const datagrams = this.io.datagrams;
       assert(datagrams !== undefined, 'ManagerLoop: swim membership needs datagrams');
-      const swim = new Swim(managerId, this.options.address, this.options.nodes, this.options.random, this.options.swim);
+      const swim = new Swim(this.name, this.options.address, this.options.nodes, this.options.random, this.options.swim);
       swim.onChange = (c) => {
         this.log(`membership: ${c.node} is ${c.state}${c.local ? ' (decided here)' : ''}`);
         this.options.onEvent?.({ kind: 'member', at: this.io.clock.now(), node: c.node, state: c.state, local: c.local });
@@ -111,6 +154,13 @@ export class ManagerLoop {
         this.flushGossip();
       });
       this.swim = swim;
+    }
+    const store = this.io.store;
+    if (store !== undefined) {
+      // Every loop keeps its view of the store current; only the leader acts on it.
+      this.watcher = store.watch((config) => !this.stopped && this.adopt(config, 'written to the store'));
+      this.readStore(false);
+      this.campaign();
     }
     const every = this.options.decideEveryMs ?? 5;
     const tick = (): void => {
@@ -124,8 +174,138 @@ export class ManagerLoop {
   stop(): void {
     this.stopped = true;
     this.timer?.cancel();
+    this.watcher?.cancel();
+    this.leadership?.resign();
     for (const admin of this.admins.values()) admin.close();
     this.admins.clear();
+  }
+
+  private campaign(): void {
+    const store = this.io.store as ConfigStore;
+    let ended = false;
+    this.leadership = store.campaign(this.name, {
+      elected: () => {
+        if (this.stopped || ended) return;
+        this.elections++;
+        this.log(`${this.name} leads the managers`);
+        this.options.onEvent?.({ kind: 'leadership', at: this.io.clock.now(), manager: this.name, leading: true, why: 'elected' });
+        this.readStore(true);
+      },
+      deposed: (why) => {
+        if (this.stopped || ended) return;
+        ended = true;
+        this.log(`${this.name} no longer leads (${why}); it stops acting and campaigns again`);
+        this.options.onEvent?.({ kind: 'leadership', at: this.io.clock.now(), manager: this.name, leading: false, why });
+        this.ready = false;
+        this.writing.clear();
+        for (const targets of this.targets.values()) targets.clear();
+        this.io.clock.after(this.options.requestTimeoutMs ?? 1_000, () => !this.stopped && this.campaign());
+      },
+    });
+  }
+
+  /**
+   * Reads every chain's configuration from the store. The leader (`lead`) then pushes each to
+   * its members (a previous leader may have died between its write and its pushes), creates
+   * the chains the store lacks, and moves members whose address changed (a restart of the
+   * whole cluster) to the next epoch.
+   */
+  private readStore(lead: boolean): void {
+    const store = this.io.store as ConfigStore;
+    store.list((error, configs) => {
+      if (this.stopped || (lead && this.leadership?.leading !== true)) return;
+      if (error !== undefined || configs === undefined) {
+        this.log(`reading the configuration store failed: ${error?.message}; retrying`);
+        this.io.clock.after(this.options.pushRetryMsMin ?? 50, () => this.readStore(lead));
+        return;
+      }
+      for (const config of configs) this.adopt(config, 'read from the store');
+      if (!lead) return;
+      this.ready = true;
+      for (const config of this.configs.values()) this.pushAll(config);
+      for (const config of this.initial) if (!this.configs.has(config.chain)) this.write(undefined, config, 'initial placement');
+      for (const config of this.configs.values()) {
+        if (!config.members.some((m) => this.nodes.has(m.node) && this.nodes.get(m.node) !== m.address)) continue;
+        const members = config.members.map((m) => ({ ...m, address: this.nodes.get(m.node) ?? m.address }));
+        this.write(config, { chain: config.chain, epoch: config.epoch + 1, members }, 'members listen at new addresses');
+      }
+    });
+  }
+
+  /** Takes a configuration the store holds, when it is newer than the one known here. */
+  private adopt(config: ChainConfig, why: string): void {
+    const known = this.configs.get(config.chain);
+    if (known !== undefined && known.epoch >= config.epoch) return;
+    const dropped = known === undefined ? [] : ManagerLoop.removed(known, config).map((m) => ({ node: m.node, address: m.address }));
+    this.install(config, why, dropped);
+  }
+
+  /** Pushes `config` to every member again (a new leader does not know what its predecessor pushed). */
+  private pushAll(config: ChainConfig): void {
+    let targets = this.targets.get(config.chain);
+    if (targets === undefined) this.targets.set(config.chain, (targets = new Map()));
+    const retryMs = this.options.pushRetryMsMin ?? 50;
+    for (const m of config.members) {
+      const t = targets.get(m.node);
+      if (t === undefined) targets.set(m.node, { address: m.address, member: true, acked: 0, inflight: false, nextAt: -Infinity, retryMs });
+      else Object.assign(t, { address: m.address, member: true, acked: 0, nextAt: -Infinity, retryMs });
+    }
+    if (this.timer !== undefined) this.pushDue(config.chain);
+  }
+
+  /**
+   * Writes `next` through the store's compare-and-swap on `expected` (the configuration the
+   * decision was made from) and installs it only once the store holds it. A lost race adopts
+   * the winner's configuration; an unknown outcome re-reads the chain.
+   */
+  private write(expected: ChainConfig | undefined, next: ChainConfig, why: string): boolean {
+    const store = this.io.store as ConfigStore;
+    if (!this.acting || this.writing.has(next.chain)) return false;
+    this.writing.add(next.chain);
+    const settle = (): boolean => {
+      if (!this.writing.delete(next.chain) || this.stopped) return false;
+      return this.ready;
+    };
+    if (this.options.bugs?.has('write-without-cas') === true) {
+      store.put(next, (error) => {
+        if (!settle() || error !== undefined) return;
+        // Without compare-and-swap a writer cannot tell that it lost a race: it believes its own write.
+        this.configs.delete(next.chain);
+        this.install(next, why, []);
+        this.pushAll(next);
+      });
+      return true;
+    }
+    store.swap(expected, next, (error, result) => {
+      if (!settle()) return;
+      if (error !== undefined || result === undefined) {
+        this.log(`writing ${next.chain} epoch ${next.epoch} failed: ${error?.message}${error?.unknownOutcome === true ? '; re-reading it' : ''}`);
+        if (error?.unknownOutcome === true) this.reread(next.chain);
+        return;
+      }
+      if (result.swapped) return this.installIfNewer(next, why);
+      this.refusals++;
+      this.log(`${next.chain} epoch ${next.epoch} (${why}) lost its compare-and-swap: the store holds epoch ${result.current?.epoch ?? 'none'}`);
+      if (result.current !== undefined) this.adopt(result.current, 'another writer got there first');
+    });
+    return true;
+  }
+
+  private installIfNewer(config: ChainConfig, why: string): void {
+    const known = this.configs.get(config.chain);
+    if (known !== undefined && known.epoch >= config.epoch) return;
+    this.adopt(config, why);
+  }
+
+  private reread(chain: string): void {
+    (this.io.store as ConfigStore).get(chain, (error, config) => {
+      if (this.stopped || !this.ready) return;
+      if (error !== undefined) {
+        this.io.clock.after(this.options.pushRetryMsMin ?? 50, () => this.reread(chain));
+        return;
+      }
+      if (config !== undefined) this.adopt(config, 'read back after an unknown outcome');
+    });
   }
 
   private log(line: string): void {
@@ -206,8 +386,9 @@ export class ManagerLoop {
     return this.decide(() => addTail(config, { node, address }, this.joining(chain)), `add ${node} at the tail`);
   }
 
-  /** The decision functions refuse unsafe changes by throwing. */
+  /** The decision functions refuse unsafe changes by throwing. With a store, the decision is written before it is installed. */
   private decide(next: () => ChainConfig, why: string): boolean {
+    if (!this.acting) return false;
     let config: ChainConfig;
     try {
       config = next();
@@ -216,6 +397,7 @@ export class ManagerLoop {
       this.log(`refused: ${(error as Error).message}`);
       return false;
     }
+    if (this.io.store !== undefined) return this.write(this.configs.get(config.chain), config, why);
     this.install(config, why, []);
     return true;
   }
@@ -242,7 +424,7 @@ export class ManagerLoop {
       this.log(`${config.chain} epoch ${config.epoch}: ${config.members.map((m) => m.node).join(' > ')} (${why})`);
       this.options.onEvent?.({ kind: 'configured', at: this.io.clock.now(), config, why });
     }
-    if (!this.stopped && this.timer !== undefined) this.pushDue(config.chain);
+    if (!this.stopped && this.timer !== undefined && this.acting) this.pushDue(config.chain);
   }
 
   private tick(): void {
@@ -251,6 +433,7 @@ export class ManagerLoop {
       this.swim.tick(now);
       this.flushGossip();
     }
+    if (!this.acting) return;
     this.plan();
     for (const chain of this.configs.keys()) this.pushDue(chain);
     if (now - this.lastPoll >= (this.options.pollEveryMs ?? 300)) {
@@ -272,10 +455,14 @@ export class ManagerLoop {
       for (const d of this.external.dead) dead.add(d);
       live.push(...this.external.live.filter((n) => !dead.has(n.node)));
     }
-    for (const { config, why } of plan([...this.configs.values()], { live, dead }, this.options.k, this.caughtUp)) this.install(config, why, []);
+    for (const { config, why } of plan([...this.configs.values()], { live, dead }, this.options.k, this.caughtUp)) {
+      if (this.io.store === undefined) this.install(config, why, []);
+      else this.write(this.configs.get(config.chain), config, why);
+    }
   }
 
   private pushDue(chain: string): void {
+    if (!this.acting) return;
     const config = this.configs.get(chain) as ChainConfig;
     const now = this.io.clock.now();
     for (const [node, t] of this.targets.get(chain) ?? []) {
@@ -302,6 +489,7 @@ export class ManagerLoop {
       if (admin === undefined) return failed('unreachable');
       admin.configure(config, (error, info) => {
         t.inflight = false;
+        if (!this.acting) return;
         if (error !== undefined) {
           if (error.code === 'stale_epoch' && !t.member) {
             t.acked = Math.max(t.acked, config.epoch);
@@ -343,7 +531,7 @@ export class ManagerLoop {
     if (open?.isOpen === true) return use(open);
     if (this.dialing.has(address)) return use(undefined);
     this.dialing.add(address);
-    this.io.net.dial(address, { role: 'admin', name: managerId, timeoutMs: this.options.requestTimeoutMs ?? 1_000 }, (result) => {
+    this.io.net.dial(address, { role: 'admin', name: this.name, timeoutMs: this.options.requestTimeoutMs ?? 1_000 }, (result) => {
       this.dialing.delete(address);
       if (!isLink(result) || this.stopped) {
         if (isLink(result)) result.close();

@@ -42,6 +42,11 @@ export const plantedBugNames = [
   'unsplit-catchup',
   /** 9. A client session keeps waiting on the same node when a request times out. */
   'session-stays-on-timeout',
+  // The control plane (issue "a control plane that cannot split the brain"):
+  /** The manager writes a configuration unconditionally, without compare-and-swap on the epoch it decided from. */
+  'write-without-cas',
+  /** A node accepts a pushed configuration without checking that the store holds it. */
+  'node-trusts-pushes',
 ] as const;
 
 export type PlantedBug = (typeof plantedBugNames)[number];

@@ -6,11 +6,12 @@
 // on its virtual network, disks and clock. All protocol decisions are the replicas'.
 
 import { assert } from '../../engine/assert.ts';
-import { idPattern, type ChainConfig } from '../core/config.ts';
+import { idPattern, sameMembers, type ChainConfig } from '../core/config.ts';
 import { failure, make, type Frame } from '../core/frames.ts';
 import { noBugs, type Bugs } from '../core/planted.ts';
 import { Replica, type ClientRef, type ReplicaLimits, type ReplicaObserver, type StatusQuery } from '../core/replica.ts';
 import type { Batch, RecoveredChain } from '../core/store.ts';
+import type { ConfigStore } from '../control/config-store.ts';
 import { Swim, type SwimOptions } from '../control/swim.ts';
 import { isLink, type Clock, type Datagrams, type Disk, type Link, type Net, type Timer } from './io.ts';
 import { decodeGossip, encodeGossip } from './wire.ts';
@@ -42,6 +43,8 @@ export interface DriverOptions {
   /** Uniform in [0, 1) (the failure detector's choices). */
   readonly random: () => number;
   readonly bugs?: Bugs;
+  /** The configuration store it checks pushed configurations against (etcd); absent: it trusts its authenticated manager (the embedded store). */
+  readonly configStore?: Pick<ConfigStore, 'get'>;
   /** Observation only, per chain (the simulator's checks). */
   readonly observe?: (chain: string) => ReplicaObserver | undefined;
   readonly log?: (line: string) => void;
@@ -299,6 +302,31 @@ export class Driver {
     return make('chainInfo', { requestId, node: info.node, chain: info.chain, epoch: info.epoch, role: info.role, members: [...info.members], ready: info.ready, caughtUpEpoch: info.caughtUpEpoch });
   }
 
+  /** Runs a configuration from the chain manager (checked against the store, when there is one); answers once it is durable. */
+  private configure(link: Link, requestId: number, config: ChainConfig): void {
+    let replica = this.replicas.get(config.chain);
+    if (replica === undefined) {
+      const chainsMax = this.options.chainsMax ?? 1_024;
+      if (this.replicas.size >= chainsMax) {
+        link.send(failure('too_many_chains', `node ${this.options.node} holds at most ${chainsMax} chains (chainsMax)`, { requestId: requestId }));
+        return;
+      }
+      replica = this.newReplica(config.chain, undefined);
+      this.replicas.set(config.chain, replica);
+    }
+    const r = replica;
+    const rejection = this.guard(() => r.configure(config, this.io.clock.now()));
+    if (rejection !== undefined) {
+      link.send(failure(rejection.code, rejection.message, { requestId: requestId, epoch: r.epoch }));
+    } else {
+      this.log(`chain ${config.chain} epoch ${config.epoch}: ${config.members.map((m) => m.node).join(' -> ')} (this node: ${r.role})`);
+      this.reconcileSucc(config.chain);
+      // Answer once the configuration is durable.
+      this.whenDurable.push(() => link.send(this.lookup(config.chain, requestId)));
+    }
+    this.schedulePump();
+  }
+
   private serveAdmin(link: Link): void {
     link.onFrame((frame) => {
       if (this.stopped) return;
@@ -310,27 +338,32 @@ export class Driver {
             link.send(failure('invalid_config', `chain ids match ${idPattern}`, { requestId: c.requestId }));
             return;
           }
-          let replica = this.replicas.get(c.chain);
-          if (replica === undefined) {
-            const chainsMax = this.options.chainsMax ?? 1_024;
-            if (this.replicas.size >= chainsMax) {
-              link.send(failure('too_many_chains', `node ${this.options.node} holds at most ${chainsMax} chains (chainsMax)`, { requestId: c.requestId }));
+          const store = this.options.configStore;
+          if (store === undefined || this.bugs.has('node-trusts-pushes')) {
+            this.configure(link, c.requestId, config);
+            return;
+          }
+          // Accept a configuration only as the store holds it: a push is a hint to read the
+          // store, which may hold a newer one (then that is what this node runs).
+          store.get(c.chain, (error, stored) => {
+            if (this.stopped || !link.isOpen) return;
+            if (error !== undefined) {
+              link.send(
+                failure('store_unreachable', `node ${this.options.node} cannot read chain ${c.chain} from the configuration store (${error.message}); retry`, {
+                  requestId: c.requestId,
+                  retryable: true,
+                }),
+              );
               return;
             }
-            replica = this.newReplica(c.chain, undefined);
-            this.replicas.set(c.chain, replica);
-          }
-          const r = replica;
-          const rejection = this.guard(() => r.configure(config, this.io.clock.now()));
-          if (rejection !== undefined) {
-            link.send(failure(rejection.code, rejection.message, { requestId: c.requestId, epoch: r.epoch }));
-          } else {
-            this.log(`chain ${c.chain} epoch ${c.epoch}: ${c.members.map((m) => m.node).join(' -> ')} (this node: ${r.role})`);
-            this.reconcileSucc(c.chain);
-            // Answer once the configuration is durable.
-            this.whenDurable.push(() => link.send(this.lookup(c.chain, c.requestId)));
-          }
-          this.schedulePump();
+            if (stored === undefined || stored.epoch < config.epoch || (stored.epoch === config.epoch && !sameMembers(stored.members, config.members))) {
+              const holds = stored === undefined ? 'none' : `epoch ${stored.epoch}`;
+              this.log(`refused epoch ${config.epoch} of ${c.chain}: the configuration store holds ${holds}`);
+              link.send(failure('not_in_store', `the configuration store does not hold epoch ${config.epoch} of chain ${c.chain} as pushed (it holds ${holds})`, { requestId: c.requestId }));
+              return;
+            }
+            this.configure(link, c.requestId, stored);
+          });
           return;
         }
         case 'lookup':

@@ -2,6 +2,7 @@
 // (level-disk.ts), wall-clock timers and a UDP socket for gossip (system.ts). Everything
 // between the sockets and the disk is the driver's, the same code the simulator runs.
 
+import type { ConfigStore } from '../control/config-store.ts';
 import type net from 'node:net';
 import { assert } from '../../engine/assert.ts';
 import { idPattern } from '../core/config.ts';
@@ -36,6 +37,8 @@ export interface NodeOptions {
   log?: (line: string) => void;
   /** Failure detection over UDP on the same port number as TCP, starting from these seeds. Off when undefined. */
   gossip?: { seeds: { node: string; address: string }[]; swim?: Partial<SwimOptions>; tickMs?: number };
+  /** The configuration store pushed configurations are checked against (etcd); absent: the node trusts its authenticated manager. */
+  configStore?: ConfigStore;
 }
 
 export class ChainNode {
@@ -44,6 +47,7 @@ export class ChainNode {
     private readonly disk: LevelDisk,
     private readonly server: net.Server,
     private readonly udp: UdpDatagrams | undefined,
+    private readonly configStore: ConfigStore | undefined,
   ) {}
 
   static async start(options: NodeOptions): Promise<ChainNode> {
@@ -73,6 +77,7 @@ export class ChainNode {
         tickMs: options.tickMs,
         forwardDelayMs: options.forwardDelayMs,
         gossip: options.gossip,
+        configStore: options.configStore,
         random: Math.random,
         log,
         // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
@@ -84,7 +89,7 @@ export class ChainNode {
     driver.start();
     for (const link of early.splice(0)) driver.accept(link);
     log(`node ${options.node} listening on ${driver.address} (data ${options.dataDir}, chains: ${[...recovered.keys()].join(', ') || 'none yet'})`);
-    return new ChainNode(driver, disk, server, udp);
+    return new ChainNode(driver, disk, server, udp, options.configStore);
   }
 
   get address(): string {
@@ -99,6 +104,7 @@ export class ChainNode {
       await this.udp?.close();
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
       await this.disk.close();
+      this.configStore?.close();
     })();
     return this.stopping;
   }

@@ -7,9 +7,14 @@ import { chainInfo, nodeStatus, type ClientOptions, type NodeStatus } from '../c
 import type { ChainConfig } from '../core/config.ts';
 import type { ChainInfo } from '../core/frames.ts';
 import { ClusterManager } from '../control/cluster-manager.ts';
+import type { ConfigStore } from '../control/config-store.ts';
+import { nodeConfigStore, openConfigStore } from '../control/open-store.ts';
+import { reconfigureThroughStore } from '../control/operator.ts';
+import { systemClock } from '../runtime/system.ts';
+import { TcpNet } from '../runtime/tcp-net.ts';
 import { addTail, catchingUp, initialConfig, removeNode } from '../control/decisions.ts';
 import { ChainNode } from '../runtime/node.ts';
-import { spawnNode, type NodeProcess } from './processes.ts';
+import { freeUdpPort, spawnManager, spawnNode, type ManagerProcess, type NodeProcess } from './processes.ts';
 import { pushConfig } from './reconfigure.ts';
 
 const devSecret = 'adama-local-dev-secret';
@@ -20,8 +25,9 @@ usage: npm run chain -- <command> [options]    (or: tsx chain/tools/cli.ts <comm
 
 commands:
   node         start one node process
+  manager      start one chain manager process (several may run on etcd: one leads)
   local        start a local chain of k nodes as child processes and configure it
-  cluster      start N nodes with C chains, failure detection and the automatic manager
+  cluster      start N nodes with C chains, failure detection and the automatic manager(s)
   reconfigure  remove a node from a chain, or add one at its tail
   status       print the status of nodes
 
@@ -82,7 +88,9 @@ chain manager (the "local" and "reconfigure" commands). Its first stdout line is
   --no-sync             write batches without fsync (benchmarks only: not durable)
   --forward-delay-ms MS delay every forward to the successor (to make the chain's latency visible)
   --gossip-seeds LIST   run the SWIM failure detector over UDP (same port number), starting from
-                        these members: ID=HOST:PORT,ID=HOST:PORT (e.g. the cluster manager)`;
+                        these members: ID=HOST:PORT,ID=HOST:PORT (e.g. the cluster manager)
+  --config-store URL    etcd://HOST:PORT[/PREFIX]: accept a pushed configuration only as etcd holds
+                        it (default: trust the authenticated manager, as with the embedded store)`;
 
 function seedsOf(list: string): { node: string; address: string }[] {
   return list.split(',').map((entry) => {
@@ -103,6 +111,7 @@ async function runNode(argv: string[]): Promise<void> {
       'no-sync': { type: 'boolean', default: false },
       'forward-delay-ms': { type: 'string', default: '0' },
       'gossip-seeds': { type: 'string' },
+      'config-store': { type: 'string' },
     },
     nodeHelp,
   );
@@ -122,6 +131,7 @@ async function runNode(argv: string[]): Promise<void> {
     limits,
     log: (line) => console.error(`[${o.id}] ${line}`),
     gossip: typeof o['gossip-seeds'] === 'string' ? { seeds: seedsOf(o['gossip-seeds']) } : undefined,
+    configStore: storeOrFail(() => nodeConfigStore(o['config-store'] as string | undefined, { cluster: o.cluster as string, log: (line) => console.error(`[${o.id}] ${line}`) })),
   });
   console.log(JSON.stringify({ event: 'listening', node: o.id, address: node.address, pid: process.pid }));
   const stop = (): void => {
@@ -129,6 +139,80 @@ async function runNode(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+function storeOrFail<T>(open: () => T): T {
+  try {
+    return open();
+  } catch (error) {
+    fail((error as Error).message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const managerHelp = `usage: npm run chain -- manager --nodes ID=HOST:PORT,... [--config-store URL] [--name NAME] [--chains C] [--k K] [--port P] [--data DIR]
+
+Runs one chain manager: the SWIM failure detector (UDP port P) and the manager loop over the
+configuration store. On etcd several managers may run: one leads (etcd election), the others
+stand by and take over within about a second of the leader's death. Prints its UDP address
+as JSON ({"event":"listening",...}), then one JSON line per leadership change and
+configuration. SIGTERM resigns the leadership and stops.
+
+  --nodes LIST        the managed nodes, ID=HOST:PORT (their TCP addresses; SWIM uses the same ports)
+  --config-store URL  embedded (default: DIR/manager/config-store.json, one manager only) or
+                      etcd://HOST:PORT[,HOST:PORT][/PREFIX]
+  --name NAME         this manager's name (default "manager"; unique among managers)
+  --chains C          chains (default: one per node)
+  --k K               chain length (default 3)
+  --port P            UDP port of its failure detector (default 0: any)
+  --data DIR          data directory of the embedded store (default ./data)`;
+
+async function runManager(argv: string[]): Promise<void> {
+  const o = parse(
+    argv,
+    {
+      nodes: { type: 'string' },
+      'config-store': { type: 'string', default: 'embedded' },
+      name: { type: 'string', default: 'manager' },
+      chains: { type: 'string' },
+      k: { type: 'string', default: '3' },
+      port: { type: 'string', default: '0' },
+      data: { type: 'string', default: './data' },
+    },
+    managerHelp,
+  );
+  if (typeof o.nodes !== 'string') fail(`--nodes is required\n\n${managerHelp}`);
+  const nodes = seedsOf(o.nodes);
+  const cluster = o.cluster as string;
+  const name = o.name as string;
+  const store = storeOrFail(() => openConfigStore(o['config-store'] as string, { cluster, dataDir: path.resolve(o.data as string), log: (line) => console.error(`[${name}] ${line}`) }));
+  const manager = await ClusterManager.bind({
+    cluster,
+    secret: secretOf(o.secret as string | undefined),
+    store,
+    name,
+    chains: o.chains === undefined ? nodes.length : intOf(o.chains, 'chains', 1),
+    k: intOf(o.k, 'k', 1),
+    port: intOf(o.port, 'port'),
+    log: (line) => console.error(`[${name}] ${line}`),
+    onEvent: (e) =>
+      console.log(
+        JSON.stringify(
+          e.kind === 'configured' ? { event: 'configured', at: e.at, chain: e.config.chain, epoch: e.config.epoch, members: e.config.members.map((m) => m.node), why: e.why } : { event: e.kind, ...e },
+        ),
+      ),
+  });
+  console.log(JSON.stringify({ event: 'listening', manager: name, address: manager.address, pid: process.pid, store: store.kind }));
+  const stop = (): void => {
+    void manager.stop().then(() => {
+      store.close();
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  await manager.start(nodes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,21 +288,31 @@ export function latestConfig(infos: readonly (ChainInfo | { chain: string; epoch
 
 // ---------------------------------------------------------------------------------------------
 
-const reconfigureHelp = `usage: npm run chain -- reconfigure --nodes ADDR,ADDR,... (--remove ID | --add ID=ADDR) [--chain ID]
+const reconfigureHelp = `usage: npm run chain -- reconfigure (--config-store etcd://... | --nodes ADDR,ADDR,...) (--remove ID | --add ID=ADDR) [--chain ID]
 
-Reads the chain's newest configuration from the reachable nodes in --nodes, makes the next one
-(removing a node, or adding one at the tail, which then catches up by state transfer) and pushes
-it to every member (and to a removed node, to fence it).
+With --config-store: reads the chain's configuration from the store, makes the next one
+(removing a node, or adding one at the tail, which then catches up by state transfer), writes it
+with compare-and-swap on the epoch it read (so it cannot race a manager or another operator
+into two configurations of one epoch), then pushes it to every member and to a removed node.
+Without it (a chain run by \`local\`, no store): reads the newest configuration from the
+reachable nodes in --nodes and pushes the next one.
 
+  --config-store URL  etcd://HOST:PORT[/PREFIX] (the embedded store belongs to its manager process:
+                      stop the manager, or let it decide)
   --nodes LIST    comma-separated addresses of current members (unreachable ones are skipped)
   --remove ID     remove node ID (head, middle or tail)
   --add ID=ADDR   add node ID, listening at ADDR, at the tail
   --chain ID      chain id (default c1)`;
 
 async function runReconfigure(argv: string[]): Promise<void> {
-  const o = parse(argv, { nodes: { type: 'string' }, remove: { type: 'string' }, add: { type: 'string' }, chain: { type: 'string', default: 'c1' } }, reconfigureHelp);
-  if (typeof o.nodes !== 'string') fail(`--nodes is required\n\n${reconfigureHelp}`);
+  const o = parse(
+    argv,
+    { nodes: { type: 'string' }, remove: { type: 'string' }, add: { type: 'string' }, chain: { type: 'string', default: 'c1' }, 'config-store': { type: 'string' } },
+    reconfigureHelp,
+  );
   if ((o.remove === undefined) === (o.add === undefined)) fail(`give exactly one of --remove and --add\n\n${reconfigureHelp}`);
+  if (typeof o['config-store'] === 'string') return reconfigureInStore(o);
+  if (typeof o.nodes !== 'string') fail(`--nodes or --config-store is required\n\n${reconfigureHelp}`);
   const options: ClientOptions = { cluster: o.cluster as string, secret: secretOf(o.secret as string | undefined), connectTimeoutMs: 1_000 };
   const infos = (await Promise.all(o.nodes.split(',').map((a) => chainInfo(a.trim(), o.chain as string, options).catch(() => undefined)))).filter((s): s is ChainInfo => s !== undefined);
   const current = latestConfig(infos, o.chain as string);
@@ -241,6 +335,30 @@ async function runReconfigure(argv: string[]): Promise<void> {
   const result = await pushConfig(next, removed, options);
   console.log(JSON.stringify({ chain: next.chain, epoch: next.epoch, members: next.members.map((m) => m.node), ...result }));
   if (next.members.some((m) => !result.acked.includes(m.node))) process.exit(1);
+}
+
+async function reconfigureInStore(o: Record<string, string | boolean | undefined>): Promise<void> {
+  const url = o['config-store'] as string;
+  if (!url.startsWith('etcd://')) fail('reconfigure --config-store takes etcd://...: the embedded store belongs to its manager process');
+  const cluster = o.cluster as string;
+  const store = storeOrFail(() => openConfigStore(url, { cluster, dataDir: '.' }));
+  let add: { node: string; address: string } | undefined;
+  if (typeof o.add === 'string') {
+    const [id, address] = o.add.split('=');
+    if (id === undefined || address === undefined) fail('--add takes ID=HOST:PORT');
+    add = { node: id, address };
+  }
+  const request = { chain: o.chain as string, remove: o.remove as string | undefined, add };
+  const options = { cluster, secret: secretOf(o.secret as string | undefined), name: 'operator', requestTimeoutMs: 3_000 };
+  await new Promise<void>((resolve) => {
+    reconfigureThroughStore({ net: new TcpNet({ cluster, secret: options.secret }), clock: systemClock, store }, request, options, (error, result) => {
+      store.close();
+      if (error !== undefined || result === undefined) fail(error?.message ?? 'reconfigure failed');
+      console.log(JSON.stringify({ chain: result.config.chain, epoch: result.config.epoch, members: result.config.members.map((m) => m.node), acked: result.acked, missing: result.missing }));
+      if (result.missing.some((n) => result.config.members.some((m) => m.node === n))) process.exit(1);
+      resolve();
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,18 +405,24 @@ async function runStatus(argv: string[]): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 
 const clusterHelp = `usage: npm run chain -- cluster [--nodes N] [--chains C] [--k K] [--data DIR] [--restart-after-ms MS] [--cluster ID]
+                              [--config-store URL] [--managers M]
 
-Starts N node processes (data in DIR/n1 ... DIR/nN) and the automatic chain manager in this
-process. Every node and the manager run the SWIM failure detector over UDP; the manager places
-C chains of length K by rendezvous hashing, removes a node the detector declares dead from its
-chains (a new epoch), and adds a node that comes back at the tail of short chains. Prints every
-membership change and configuration; Ctrl-C stops everything.
+Starts N node processes (data in DIR/n1 ... DIR/nN) and the automatic chain manager. Every node
+and the manager run the SWIM failure detector over UDP; the manager places C chains of length K
+by rendezvous hashing, removes a node the detector declares dead from its chains (a new epoch),
+and adds a node that comes back at the tail of short chains. Configurations live in the
+configuration store: by default the embedded one (DIR/manager/config-store.json, fsynced before
+any node hears of a configuration; the manager runs in this process), or etcd, where M manager
+processes run and one leads. Prints every membership change and configuration; Ctrl-C stops
+everything.
 
   --nodes N              nodes (default 5)
   --chains C             chains (default N)
   --k K                  chain length (default 3)
   --data DIR             data directory (default ./data)
-  --restart-after-ms MS  restart a node process that exits, after MS (default 0: leave it down)`;
+  --restart-after-ms MS  restart a node process that exits, after MS (default 0: leave it down)
+  --config-store URL     embedded (default) or etcd://HOST:PORT[,HOST:PORT][/PREFIX]
+  --managers M           manager processes (default 1; more than 1 needs etcd)`;
 
 async function runCluster(argv: string[]): Promise<void> {
   const o = parse(
@@ -309,9 +433,15 @@ async function runCluster(argv: string[]): Promise<void> {
       k: { type: 'string', default: '3' },
       data: { type: 'string', default: './data' },
       'restart-after-ms': { type: 'string', default: '0' },
+      'config-store': { type: 'string', default: 'embedded' },
+      managers: { type: 'string', default: '1' },
     },
     clusterHelp,
   );
+  const storeUrl = o['config-store'] as string;
+  const managerCount = intOf(o.managers, 'managers', 1);
+  const etcd = storeUrl.startsWith('etcd://');
+  if (!etcd && managerCount > 1) fail('--managers above 1 needs --config-store etcd://...: the embedded store belongs to one manager process');
   const n = intOf(o.nodes, 'nodes', 1);
   const chains = o.chains === undefined ? n : intOf(o.chains, 'chains', 1);
   const k = intOf(o.k, 'k', 1);
@@ -319,11 +449,32 @@ async function runCluster(argv: string[]): Promise<void> {
   const secret = secretOf(o.secret as string | undefined);
   const cluster = o.cluster as string;
   const say = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 23)}] ${line}`);
-  const manager = await ClusterManager.bind({ cluster, secret, chains, k, log: say });
+  const dataDir = path.resolve(o.data as string);
+  // With etcd the managers are processes of their own (so one can die alone); their UDP ports are chosen first, as the nodes' gossip seeds.
+  let inProcess: { manager: ClusterManager; store: ConfigStore } | undefined;
+  const managerSeeds: { node: string; address: string }[] = [];
+  if (etcd) {
+    for (let i = 1; i <= managerCount; i++) managerSeeds.push({ node: i === 1 ? 'manager' : `manager${i}`, address: `127.0.0.1:${await freeUdpPort()}` });
+  } else {
+    const store = storeOrFail(() => openConfigStore(storeUrl, { cluster, dataDir }));
+    const manager = await ClusterManager.bind({ cluster, secret, store, chains, k, log: say });
+    inProcess = { manager, store };
+    managerSeeds.push(manager.seed);
+  }
+  const managers: ManagerProcess[] = [];
   const processes = new Map<string, NodeProcess>();
   let stopping = false;
   const start = async (id: string, port = 0): Promise<NodeProcess> => {
-    const p = await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, port, gossipSeeds: [manager.seed], onLog: (line) => console.error(line) });
+    const p = await spawnNode({
+      id,
+      dataDir: path.resolve(dataDir, id),
+      cluster,
+      secret,
+      port,
+      gossipSeeds: managerSeeds,
+      configStore: etcd ? storeUrl : undefined,
+      onLog: (line) => console.error(line),
+    });
     processes.set(id, p);
     void p.exited.then(() => {
       if (stopping || processes.get(id) !== p) return;
@@ -335,17 +486,44 @@ async function runCluster(argv: string[]): Promise<void> {
   for (let i = 1; i <= n; i++) await start(`n${i}`);
   const stopAll = async (): Promise<void> => {
     stopping = true;
-    await manager.stop();
+    await inProcess?.manager.stop();
+    inProcess?.store.close();
+    await Promise.all(managers.map((m) => m.kill('SIGTERM')));
     await Promise.all([...processes.values()].map((p) => p.kill('SIGTERM')));
   };
   process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
   process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
-  await manager.start([...processes.values()].map((p) => ({ node: p.id, address: p.address })));
-  for (const c of manager.configs.values()) say(`${c.chain} epoch ${c.epoch}: ${c.members.map((m) => m.node).join(' > ')}`);
-  console.log(JSON.stringify({ event: 'ready', manager: manager.address, chains, k, nodes: [...processes.values()].map((p) => ({ node: p.id, address: p.address, pid: p.child.pid })) }));
+  const nodes = [...processes.values()].map((p) => ({ node: p.id, address: p.address }));
+  if (inProcess !== undefined) await inProcess.manager.start(nodes);
+  for (const seed of etcd ? managerSeeds : []) {
+    const m = await spawnManager({
+      name: seed.node,
+      port: Number(seed.address.split(':')[1]),
+      nodes,
+      cluster,
+      secret,
+      chains,
+      k,
+      configStore: storeUrl,
+      onLog: (line) => console.error(line),
+      onEvent: (line) => say(`${seed.node}: ${line}`),
+    });
+    managers.push(m);
+    void m.exited.then((code) => !stopping && say(`${seed.node} (pid ${m.child.pid}) exited with ${code}`));
+  }
+  console.log(
+    JSON.stringify({
+      event: 'ready',
+      store: etcd ? storeUrl : 'embedded',
+      managers: managerSeeds.map((m) => m.address),
+      chains,
+      k,
+      nodes: [...processes.values()].map((p) => ({ node: p.id, address: p.address, pid: p.child.pid })),
+    }),
+  );
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { node: runNode, local: runLocal, cluster: runCluster, reconfigure: runReconfigure, status: runStatus };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { node: runNode, manager: runManager, local: runLocal, cluster: runCluster, reconfigure: runReconfigure, status: runStatus };
 
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname);
 if (isMain) {

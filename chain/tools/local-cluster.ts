@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { ChainSession } from '../client/session.ts';
 import { AdminClient, chainInfo, tcpSession, type ClientOptions } from '../client/tcp.ts';
 import { ClusterManager, type ClusterEvent } from '../control/cluster-manager.ts';
+import { EmbeddedConfigStore } from '../control/embedded-store.ts';
 import { catchingUp } from '../control/decisions.ts';
 import { chainIds, chainOf } from '../control/placement.ts';
 import { spawnNode, type NodeProcess } from './processes.ts';
@@ -32,13 +33,17 @@ export class LocalCluster {
     readonly dir: string,
     /** The manager's membership changes and configurations, in order. */
     readonly events: ClusterEvent[],
+    private readonly store: EmbeddedConfigStore,
   ) {}
 
   static async start(options: LocalClusterOptions): Promise<LocalCluster> {
     const events: ClusterEvent[] = [];
     const cluster = options.cluster ?? 'local';
-    const manager = await ClusterManager.bind({ cluster, secret: options.secret, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
-    const c = new LocalCluster(options, manager, options.dataDir ?? mkdtempSync(path.join(tmpdir(), 'adama-cluster-')), events);
+    const dir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), 'adama-cluster-'));
+    // The embedded configuration store, in the data directory: a restart (SIGKILL included) continues at the next epoch.
+    const store = EmbeddedConfigStore.open(path.join(dir, 'manager', 'config-store.json'));
+    const manager = await ClusterManager.bind({ cluster, secret: options.secret, store, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
+    const c = new LocalCluster(options, manager, dir, events, store);
     for (let i = 1; i <= options.nodes; i++) await c.startNode(`n${i}`);
     await manager.start([...c.processes.values()].map((p) => ({ node: p.id, address: p.address })));
     return c;
@@ -132,6 +137,7 @@ export class LocalCluster {
 
   async stop(): Promise<void> {
     await this.manager.stop();
+    this.store.close();
     await Promise.all([...this.processes.values()].map((p) => p.kill('SIGKILL')));
     if (this.options.dataDir === undefined) rmSync(this.dir, { recursive: true, force: true });
   }

@@ -1,7 +1,8 @@
-// Chain nodes as real child processes (`tsx chain/tools/cli.ts node ...`), for the local-chain
-// command, the chaos runner and the process tests.
+// Chain nodes and managers as real child processes (`tsx chain/tools/cli.ts node|manager ...`),
+// for the local-chain and cluster commands, the chaos runner and the process tests.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -21,6 +22,8 @@ export interface NodeProcessOptions {
   forwardDelayMs?: number;
   /** Run the failure detector, starting from these members. */
   gossipSeeds?: { node: string; address: string }[];
+  /** The configuration store URL the node checks pushed configurations against (etcd://...). */
+  configStore?: string;
   /** Extra environment (e.g. limits for tests). */
   env?: Record<string, string>;
   /** Lines the child logs, prefixed with its id. */
@@ -41,6 +44,7 @@ export async function spawnNode(options: NodeProcessOptions): Promise<NodeProces
   if (options.syncWrites === false) args.push('--no-sync');
   if (options.forwardDelayMs !== undefined) args.push('--forward-delay-ms', String(options.forwardDelayMs));
   if (options.gossipSeeds !== undefined) args.push('--gossip-seeds', options.gossipSeeds.map((s) => `${s.node}=${s.address}`).join(','));
+  if (options.configStore !== undefined) args.push('--config-store', options.configStore);
   // One process per node (node --import tsx), so SIGKILL really kills the node.
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: root,
@@ -77,6 +81,105 @@ export async function spawnNode(options: NodeProcessOptions): Promise<NodeProces
   });
   return {
     id: options.id,
+    address,
+    child,
+    exited,
+    async kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** A free UDP port on loopback (bound and released: the caller binds it next). */
+export async function freeUdpPort(): Promise<number> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => resolve());
+  });
+  const port = socket.address().port;
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
+export interface ManagerProcessOptions {
+  name: string;
+  nodes: readonly { node: string; address: string }[];
+  cluster: string;
+  secret: string;
+  chains: number;
+  k: number;
+  configStore: string;
+  /** UDP port of its failure detector (0: any). */
+  port?: number;
+  dataDir?: string;
+  onLog?: (line: string) => void;
+  /** Each JSON line it prints after listening (leadership changes, configurations). */
+  onEvent?: (line: string) => void;
+  startTimeoutMs?: number;
+}
+
+export interface ManagerProcess {
+  readonly name: string;
+  readonly address: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `chain manager` as a child process (so a test or the chaos runner can SIGKILL it alone). */
+export async function spawnManager(options: ManagerProcessOptions): Promise<ManagerProcess> {
+  const args = [
+    cli,
+    'manager',
+    '--name',
+    options.name,
+    '--cluster',
+    options.cluster,
+    '--nodes',
+    options.nodes.map((n) => `${n.node}=${n.address}`).join(','),
+    '--chains',
+    String(options.chains),
+    '--k',
+    String(options.k),
+    '--config-store',
+    options.configStore,
+    '--port',
+    String(options.port ?? 0),
+  ];
+  if (options.dataDir !== undefined) args.push('--data', options.dataDir);
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...process.env, ADAMA_CLUSTER_SECRET: options.secret }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => options.onLog?.(`${options.name}! ${line}`));
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const address = await new Promise<string>((resolve, reject) => {
+    let listening = false;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`manager ${options.name} did not start within ${options.startTimeoutMs ?? 20_000} ms`));
+    }, options.startTimeoutMs ?? 20_000);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      if (!listening) reject(new Error(`manager ${options.name} exited with ${code} before listening`));
+    });
+    lines.on('line', (line) => {
+      if (listening) return options.onEvent?.(line);
+      try {
+        const event = JSON.parse(line) as { event?: string; address?: string };
+        if (event.event === 'listening' && event.address !== undefined) {
+          listening = true;
+          clearTimeout(timer);
+          resolve(event.address);
+        }
+      } catch {
+        options.onLog?.(`${options.name}: ${line}`);
+      }
+    });
+  });
+  return {
+    name: options.name,
     address,
     child,
     exited,

@@ -1,0 +1,23 @@
+// Opens the configuration store a --config-store URL names (config-store.ts): the embedded
+// file (default: DATA/manager/config-store.json) or etcd.
+
+import path from 'node:path';
+import { type ConfigStore, parseStoreUrl } from './config-store.ts';
+import { EmbeddedConfigStore } from './embedded-store.ts';
+import { EtcdConfigStore } from './etcd-store.ts';
+
+export function openConfigStore(url: string, options: { cluster: string; dataDir: string; log?: (line: string) => void }): ConfigStore {
+  const parsed = parseStoreUrl(url);
+  if (typeof parsed === 'string') throw new Error(parsed);
+  if (parsed.kind === 'embedded') return EmbeddedConfigStore.open(parsed.path ?? path.join(options.dataDir, 'manager', 'config-store.json'));
+  return EtcdConfigStore.connect({ endpoints: parsed.endpoints, prefix: parsed.prefix, cluster: options.cluster, log: options.log });
+}
+
+/** An etcd store for a node: it only reads (checks pushed configurations). */
+export function nodeConfigStore(url: string | undefined, options: { cluster: string; log?: (line: string) => void }): ConfigStore | undefined {
+  if (url === undefined || url === 'embedded' || url.startsWith('embedded:')) return undefined;
+  const parsed = parseStoreUrl(url);
+  if (typeof parsed === 'string') throw new Error(parsed);
+  if (parsed.kind !== 'etcd') return undefined;
+  return EtcdConfigStore.connect({ endpoints: parsed.endpoints, prefix: parsed.prefix, cluster: options.cluster, log: options.log });
+}

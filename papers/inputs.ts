@@ -1,6 +1,10 @@
 // The benchmark JSON that npm run paper reads, its accessors, and the directions the paper's
 // prose states in words, checked against the data.
 
+import type { Machine } from '../benchmarks/report.ts';
+
+export type { Machine };
+
 export interface Row {
   system: string;
   scenario: string;
@@ -34,13 +38,6 @@ export interface Open {
   p90Ms: number;
   p99Ms: number;
   p999Ms: number;
-}
-export interface Machine {
-  cpus: number;
-  cpuModel: string;
-  memoryGiB: number;
-  node: string;
-  platform: string;
 }
 export interface Bench {
   date: string;

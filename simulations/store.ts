@@ -8,7 +8,7 @@
 // node accepted is what the store held.
 
 import type { ChainConfig } from '../chain/core/config.ts';
-import { type ConfigStore, type Done, encodeStoredConfig, type Leadership, type LeadershipEvents, sameConfig, storeError, type SwapResult } from '../chain/control/config-store.ts';
+import { type ConfigStore, type Done, type Leadership, type LeadershipEvents, sameConfig, storeError, type SwapResult } from '../chain/control/config-store.ts';
 import { SimProcess } from './processes.ts';
 import type { World } from './world.ts';
 
@@ -35,8 +35,6 @@ export class SimStore extends SimProcess {
   slowMs = 0;
   /** Answers to writes are lost (after the write committed) while this is on. */
   loseAnswers = false;
-  /** Requests answered, for reports. */
-  requests = 0;
 
   constructor(world: World) {
     super(world, storeName, `${storeName}.sim:2379`);
@@ -53,11 +51,6 @@ export class SimStore extends SimProcess {
   /** Whether `config` is one that landed in the store. */
   held(config: ChainConfig): boolean {
     return (this.writes.get(config.chain) ?? []).some((w) => sameConfig(w, config));
-  }
-
-  /** The current leader's candidate name, if its lease holds. */
-  leader(): string | undefined {
-    return this.lease !== undefined && this.lease.until > this.world.now ? this.lease.candidate : undefined;
   }
 
   private latency(proc: SimProcess): number {
@@ -86,7 +79,6 @@ export class SimStore extends SimProcess {
     world.after(this.latency(proc), () => {
       if (settled || !this.reachable(proc)) return false;
       world.ranIn(this);
-      this.requests++;
       const value = op();
       if (write && this.loseAnswers && world.rng.chance(0.5)) return true;
       world.after(this.latency(proc), () => {
@@ -259,10 +251,5 @@ export class SimStore extends SimProcess {
         for (const w of store.watchers) if (w.proc === proc) store.watchers.delete(w);
       },
     };
-  }
-
-  /** For reports: the store's contents. */
-  describe(): string {
-    return [...this.configs.values()].map((c) => `${c.chain}@${c.epoch}=${encodeStoredConfig(c)}`).join(' ');
   }
 }

@@ -1,7 +1,7 @@
 // The etcd configuration store against a real etcd (one per test file run, on loopback ports):
 // compare-and-swap, linearizable reads, watches, the managers' election and its fence.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Etcd3 } from 'etcd3';
 import type { ChainConfig } from '../core/config.ts';
 import { type EtcdServer, etcdBinary, etcdMissing, startEtcd } from '../tools/etcd-server.ts';
@@ -40,6 +40,18 @@ function connect(cluster: string, options: { requestTimeoutMs?: number; endpoint
   const waitLine = (pattern: RegExp, ms = 3000): Promise<void> =>
     lines.some((line) => pattern.test(line)) ? Promise.resolve() : within(ms, new Promise<void>((resolve) => waiting.add({ pattern, resolve })), `log line ${pattern}`);
   return { store, lines, waitLine };
+}
+
+/** Two store clients on a fresh cluster id, closed when the test ends. */
+function twoClients(t: ExecutionContext): { cluster: string; a: Client; b: Client } {
+  const cluster = newCluster();
+  const a = connect(cluster);
+  const b = connect(cluster);
+  t.teardown(() => {
+    a.store.close();
+    b.store.close();
+  });
+  return { cluster, a, b };
 }
 
 function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
@@ -140,13 +152,7 @@ function defineTests(): void {
   });
 
   test('two clients swapping from the same expected configuration at once: exactly one wins, 20 times', async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { a, b } = twoClients(t);
     let current = config('race', 1);
     t.true((await ok<SwapResult>((done) => a.store.swap(undefined, current, done))).swapped);
     for (let round = 0; round < 20; round++) {
@@ -214,13 +220,7 @@ function defineTests(): void {
   });
 
   test('two candidates campaign: exactly one is elected', async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { cluster, a, b } = twoClients(t);
     const ca = candidate(a, 'manager-a');
     const cb = candidate(b, 'manager-b');
     const { leader, others } = await firstElected([ca, cb], 3000);
@@ -235,13 +235,7 @@ function defineTests(): void {
   });
 
   test('after the leader resigns, the other candidate is elected within 2 s', async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { a, b } = twoClients(t);
     const { leader, others } = await firstElected([candidate(a, 'manager-a'), candidate(b, 'manager-b')], 3000);
     const standby = others[0] as Candidate;
     await new Promise((resolve) => setTimeout(resolve, 200)); // let the standby queue behind the leader
@@ -256,13 +250,7 @@ function defineTests(): void {
   });
 
   test('after the leader crashes (its client closed without resigning), the other candidate is elected within 3 s', async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { cluster, a, b } = twoClients(t);
     const ca = candidate(a, 'manager-a');
     const cb = candidate(b, 'manager-b');
     const { leader, others } = await firstElected([ca, cb], 3000);
@@ -278,13 +266,7 @@ function defineTests(): void {
   });
 
   test("a deposed leader's swap is fenced off inside etcd even while it still believes it leads", async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { cluster, a, b } = twoClients(t);
     const e1 = config('fenced', 1);
     t.true((await ok<SwapResult>((done) => a.store.swap(undefined, e1, done))).swapped);
     const ca = candidate(a, 'manager-a');
@@ -311,13 +293,7 @@ function defineTests(): void {
   });
 
   test('a leader whose lease is revoked is deposed, stops leading and its swaps are refused', async (t) => {
-    const cluster = newCluster();
-    const a = connect(cluster);
-    const b = connect(cluster);
-    t.teardown(() => {
-      a.store.close();
-      b.store.close();
-    });
+    const { cluster, a, b } = twoClients(t);
     const e1 = config('revoked', 1);
     t.true((await ok<SwapResult>((done) => a.store.swap(undefined, e1, done))).swapped);
     const ca = candidate(a, 'manager-a');

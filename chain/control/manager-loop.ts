@@ -283,18 +283,12 @@ export class ManagerLoop {
         if (error?.unknownOutcome === true) this.reread(next.chain);
         return;
       }
-      if (result.swapped) return this.installIfNewer(next, why);
+      if (result.swapped) return this.adopt(next, why);
       this.refusals++;
       this.log(`${next.chain} epoch ${next.epoch} (${why}) lost its compare-and-swap: the store holds epoch ${result.current?.epoch ?? 'none'}`);
       if (result.current !== undefined) this.adopt(result.current, 'another writer got there first');
     });
     return true;
-  }
-
-  private installIfNewer(config: ChainConfig, why: string): void {
-    const known = this.configs.get(config.chain);
-    if (known !== undefined && known.epoch >= config.epoch) return;
-    this.adopt(config, why);
   }
 
   private reread(chain: string): void {

@@ -13,11 +13,7 @@ export function openConfigStore(url: string, options: { cluster: string; dataDir
   return EtcdConfigStore.connect({ endpoints: parsed.endpoints, prefix: parsed.prefix, cluster: options.cluster, log: options.log });
 }
 
-/** An etcd store for a node: it only reads (checks pushed configurations). */
+/** The store a node checks pushed configurations against: etcd only (with the embedded store a node trusts its manager). */
 export function nodeConfigStore(url: string | undefined, options: { cluster: string; log?: (line: string) => void }): ConfigStore | undefined {
-  if (url === undefined || url === 'embedded' || url.startsWith('embedded:')) return undefined;
-  const parsed = parseStoreUrl(url);
-  if (typeof parsed === 'string') throw new Error(parsed);
-  if (parsed.kind !== 'etcd') return undefined;
-  return EtcdConfigStore.connect({ endpoints: parsed.endpoints, prefix: parsed.prefix, cluster: options.cluster, log: options.log });
+  return url?.startsWith('etcd://') === true ? openConfigStore(url, { ...options, dataDir: '.' }) : undefined;
 }

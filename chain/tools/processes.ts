@@ -45,42 +45,54 @@ export async function spawnNode(options: NodeProcessOptions): Promise<NodeProces
   if (options.forwardDelayMs !== undefined) args.push('--forward-delay-ms', String(options.forwardDelayMs));
   if (options.gossipSeeds !== undefined) args.push('--gossip-seeds', options.gossipSeeds.map((s) => `${s.node}=${s.address}`).join(','));
   if (options.configStore !== undefined) args.push('--config-store', options.configStore);
-  // One process per node (node --import tsx), so SIGKILL really kills the node.
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
-    cwd: root,
-    env: { ...process.env, ...options.env, ADAMA_CLUSTER_SECRET: options.secret },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const p = await spawnCli(`node ${options.id}`, args, { ...options.env, ADAMA_CLUSTER_SECRET: options.secret }, options.startTimeoutMs, {
+    stderr: (line) => options.onLog?.(`${options.id}! ${line}`),
+    stdout: (line) => options.onLog?.(`${options.id}: ${line}`),
   });
+  return { id: options.id, ...p };
+}
+
+/**
+ * One process per node or manager (node --import tsx), so SIGKILL really kills it. Resolves
+ * with its address once it printed {"event":"listening","address":...} as a line of stdout.
+ */
+async function spawnCli(
+  what: string,
+  args: string[],
+  env: Record<string, string>,
+  startTimeoutMs = 20_000,
+  on: { stderr: (line: string) => void; stdout: (line: string, listening: boolean) => void },
+): Promise<{ address: string; child: ChildProcess; exited: Promise<number | null>; kill(signal?: NodeJS.Signals): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit').then(([code]) => code as number | null);
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', on.stderr);
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const errors = createInterface({ input: child.stderr as NodeJS.ReadableStream });
-  errors.on('line', (line) => options.onLog?.(`${options.id}! ${line}`));
+  let listening = false;
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`node ${options.id} did not start within ${options.startTimeoutMs ?? 20_000} ms`));
-    }, options.startTimeoutMs ?? 20_000);
+      reject(new Error(`${what} did not start within ${startTimeoutMs} ms`));
+    }, startTimeoutMs);
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`node ${options.id} exited with ${code} before listening`));
+      if (!listening) reject(new Error(`${what} exited with ${code} before listening`));
     });
     lines.on('line', (line) => {
-      options.onLog?.(`${options.id}: ${line}`);
-      if (line.startsWith('{')) {
-        try {
-          const event = JSON.parse(line) as { event?: string; address?: string };
-          if (event.event === 'listening' && event.address !== undefined) {
-            clearTimeout(timer);
-            resolve(event.address);
-          }
-        } catch {
-          // a log line that only looks like JSON
+      on.stdout(line, listening);
+      if (listening || !line.startsWith('{')) return;
+      try {
+        const event = JSON.parse(line) as { event?: string; address?: string };
+        if (event.event === 'listening' && event.address !== undefined) {
+          listening = true;
+          clearTimeout(timer);
+          resolve(event.address);
         }
+      } catch {
+        // a log line that only looks like JSON
       }
     });
   });
   return {
-    id: options.id,
     address,
     child,
     exited,
@@ -150,43 +162,10 @@ export async function spawnManager(options: ManagerProcessOptions): Promise<Mana
     String(options.port ?? 0),
   ];
   if (options.dataDir !== undefined) args.push('--data', options.dataDir);
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...process.env, ADAMA_CLUSTER_SECRET: options.secret }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => options.onLog?.(`${options.name}! ${line}`));
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const address = await new Promise<string>((resolve, reject) => {
-    let listening = false;
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`manager ${options.name} did not start within ${options.startTimeoutMs ?? 20_000} ms`));
-    }, options.startTimeoutMs ?? 20_000);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      if (!listening) reject(new Error(`manager ${options.name} exited with ${code} before listening`));
-    });
-    lines.on('line', (line) => {
-      if (listening) return options.onEvent?.(line);
-      try {
-        const event = JSON.parse(line) as { event?: string; address?: string };
-        if (event.event === 'listening' && event.address !== undefined) {
-          listening = true;
-          clearTimeout(timer);
-          resolve(event.address);
-        }
-      } catch {
-        options.onLog?.(`${options.name}: ${line}`);
-      }
-    });
+  const p = await spawnCli(`manager ${options.name}`, args, { ADAMA_CLUSTER_SECRET: options.secret }, options.startTimeoutMs, {
+    stderr: (line) => options.onLog?.(`${options.name}! ${line}`),
+    // After its listening line, each line is an event (leadership, configurations).
+    stdout: (line, listening) => (listening ? options.onEvent?.(line) : options.onLog?.(`${options.name}: ${line}`)),
   });
-  return {
-    name: options.name,
-    address,
-    child,
-    exited,
-    async kill(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      await exited;
-    },
-  };
+  return { name: options.name, ...p };
 }

@@ -47,15 +47,41 @@ export class SimProcess {
     readonly address: string,
   ) {}
 
-  /** Runs `task` in this process: now, or once it is no longer paused; never for another incarnation. */
+  /** What reached it while it was paused, in arrival order (a stopped process's sockets keep their order). */
+  private heldTasks: { incarnation: number; task: () => void }[] = [];
+  private flushing = false;
+
+  /** Runs `task` in this process: now, or once it is no longer paused, after what reached it first; never for another incarnation. */
   run(incarnation: number, task: () => void): void {
     if (!this.alive || this.incarnation !== incarnation || this.hung) return;
-    if (this.pausedUntil > this.world.now) {
-      this.world.at(this.pausedUntil, () => this.run(incarnation, task));
+    if (this.pausedUntil > this.world.now || (this.heldTasks.length > 0 && !this.flushing)) {
+      if (this.heldTasks.length === 0) this.world.at(Math.max(this.pausedUntil, this.world.now), () => this.flush());
+      this.heldTasks.push({ incarnation, task });
       return;
     }
     this.world.ranIn(this);
     task();
+  }
+
+  /** Runs what was held, in order; a pause that was extended (or began again) holds the rest. */
+  private flush(): void {
+    if (this.pausedUntil > this.world.now) {
+      this.world.at(this.pausedUntil, () => this.flush());
+      return;
+    }
+    const held = this.heldTasks;
+    this.heldTasks = [];
+    this.flushing = true;
+    for (let i = 0; i < held.length; i++) {
+      if (this.pausedUntil > this.world.now) {
+        this.heldTasks = [...held.slice(i), ...this.heldTasks];
+        this.world.at(this.pausedUntil, () => this.flush());
+        break;
+      }
+      const h = held[i] as { incarnation: number; task: () => void };
+      this.run(h.incarnation, h.task);
+    }
+    this.flushing = false;
   }
 
   get running(): boolean {

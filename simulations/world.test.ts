@@ -90,3 +90,20 @@ test('a paused process does nothing until it resumes; a hung one never again', (
   w.run(w.now + 5_000);
   t.is(node.disk.writes, after, 'a hung node wrote');
 });
+
+test('what reaches a paused process runs in arrival order, also when the pause is extended while it waits', (t) => {
+  const { world: w } = world(settings(9, 2));
+  const node = w.nodes[1] as NodeProcess;
+  node.start();
+  const ran: number[] = [];
+  node.pausedUntil = w.now + 100;
+  node.run(node.incarnation, () => ran.push(1));
+  w.after(50, () => node.run(node.incarnation, () => ran.push(2)));
+  // At 60 the pause is extended to 200 (a second SIGSTOP); a task arriving at 80 still comes after 1 and 2.
+  w.after(60, () => void (node.pausedUntil = w.now + 140));
+  w.after(80, () => node.run(node.incarnation, () => ran.push(3)));
+  w.run(w.now + 150);
+  t.deepEqual(ran, [], 'a paused process ran something');
+  w.run(w.now + 100);
+  t.deepEqual(ran, [1, 2, 3]);
+});

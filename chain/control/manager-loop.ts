@@ -222,7 +222,7 @@ export class ManagerLoop {
       for (const config of configs) this.adopt(config, 'read from the store');
       if (!lead) return;
       this.ready = true;
-      for (const config of this.configs.values()) this.pushAll(config);
+      for (const config of this.configs.values()) this.pushAll(config, true);
       for (const config of this.initial) if (!this.configs.has(config.chain)) this.write(undefined, config, 'initial placement');
       for (const config of this.configs.values()) {
         if (!config.members.some((m) => this.nodes.has(m.node) && this.nodes.get(m.node) !== m.address)) continue;
@@ -240,8 +240,13 @@ export class ManagerLoop {
     this.install(config, why, dropped);
   }
 
-  /** Pushes `config` to every member again (a new leader does not know what its predecessor pushed). */
-  private pushAll(config: ChainConfig): void {
+  /**
+   * Pushes `config` to every member again (a new leader does not know what its predecessor
+   * pushed). `fence`: to every other managed node too, so that a node its predecessor removed
+   * (and never reached) learns it. A node that never held the chain then holds it with no role,
+   * durably at that epoch, so an older push that arrives later is refused.
+   */
+  private pushAll(config: ChainConfig, fence = false): void {
     let targets = this.targets.get(config.chain);
     if (targets === undefined) this.targets.set(config.chain, (targets = new Map()));
     const retryMs = this.options.pushRetryMsMin ?? 50;
@@ -249,6 +254,12 @@ export class ManagerLoop {
       const t = targets.get(m.node);
       if (t === undefined) targets.set(m.node, { address: m.address, member: true, acked: 0, inflight: false, nextAt: -Infinity, retryMs });
       else Object.assign(t, { address: m.address, member: true, acked: 0, nextAt: -Infinity, retryMs });
+    }
+    if (fence) {
+      for (const n of this.options.nodes) {
+        if (config.members.some((m) => m.node === n.node) || targets.has(n.node)) continue;
+        targets.set(n.node, { address: n.address, member: false, acked: 0, inflight: false, nextAt: -Infinity, retryMs });
+      }
     }
     if (this.timer !== undefined) this.pushDue(config.chain);
   }

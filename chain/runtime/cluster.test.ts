@@ -258,6 +258,23 @@ test.serial('stale epochs are refused: an old configuration, and a peer speaking
   }
 });
 
+test.serial('a node fenced from a chain it never held keeps that epoch: an older configuration pushed later is refused (a new leader fences every node)', async (t) => {
+  const c = await startCluster(2);
+  try {
+    const n1 = { node: 'n1', address: (c.nodes.get('n1') as NodeProcess).address, sinceEpoch: 1 };
+    const n2 = c.nodes.get('n2') as NodeProcess;
+    const admin = await AdminClient.connect(n2.address, opts);
+    const fenced = await admin.configure({ chain: 'c9', epoch: 4, members: [n1] });
+    t.is(fenced.epoch, 4);
+    t.is(fenced.role, 'none');
+    const error = await t.throwsAsync(admin.configure({ chain: 'c9', epoch: 3, members: [n1, { node: 'n2', address: n2.address, sinceEpoch: 1 }] }), { instanceOf: ChainError });
+    t.is(error?.code, 'stale_epoch');
+    admin.close();
+  } finally {
+    await c.stop();
+  }
+});
+
 test.serial('a wrong cluster secret cannot submit, join or configure', async (t) => {
   const c = await startCluster(1);
   try {

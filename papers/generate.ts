@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from '../benchmarks/report.ts';
-import { accessors, proseClaims, type Bench, type Failover, type Simulations } from './inputs.ts';
+import { accessors, proseClaims, type Bench, type Failover, type ManagerFailover, type Simulations } from './inputs.ts';
 import { fill, lineChart, markdownTable, type Series } from './figures.ts';
 
 const usage = `npm run paper [-- --check]
@@ -35,6 +35,7 @@ const benchName = existsSync(path.join(results, 'bench.json')) ? 'bench' : 'benc
 const bench = load<Bench>(benchName, 'npm run bench');
 const failover = load<Failover>('failover', 'npm run failover');
 const sims = load<Simulations>('simulations', 'npm run simulate:report');
+const managerFailover = load<ManagerFailover>('manager-failover', 'npm run failover:manager');
 
 const { row, view, open, systems, chainKs, kMax, kMin } = accessors(bench, benchName);
 const n0 = (x: number): string => Math.round(x).toLocaleString('en-US');
@@ -214,6 +215,13 @@ const sources = [
     cpu: `${bench.machine.cpus} × ${bench.machine.cpuModel}`,
   },
   { file: 'benchmarks/results/failover.json', command: 'npm run failover', date: failover.date.slice(0, 10), commit: failover.commit, cpu: `${failover.machine.cpus} × ${failover.machine.cpuModel}` },
+  {
+    file: 'benchmarks/results/manager-failover.json',
+    command: 'npm run failover:manager',
+    date: managerFailover.date.slice(0, 10),
+    commit: managerFailover.commit,
+    cpu: `${managerFailover.machine.cpus} × ${managerFailover.machine.cpuModel}`,
+  },
   { file: 'benchmarks/results/simulations.json', command: 'npm run simulate:report', date: sims.date.slice(0, 10), commit: sims.commit, cpu: `${sims.machine.cpus} × ${sims.machine.cpuModel}` },
 ];
 tables.sources = markdownTable(sources);
@@ -286,6 +294,18 @@ const values: Record<string, string> = {
   failoverFalsePositives: String(failover.all.falsePositives),
   failoverLost: String(failover.all.ackedLost),
   failoverCommits: n0(failover.all.commits),
+  managerKills: String(managerFailover.kills),
+  managerTakeoverMs: n0(managerFailover.takeoverMsMedian),
+  managerTakeoverMaxMs: n0(managerFailover.takeoverMsMax),
+  commitP50BeforeTakeoverMs: x2(managerFailover.commitMsBefore.p50),
+  commitP99BeforeTakeoverMs: x2(managerFailover.commitMsBefore.p99),
+  commitP50DuringTakeoverMs: x2(managerFailover.commitMsDuringTakeover.p50),
+  commitP99DuringTakeoverMs: x2(managerFailover.commitMsDuringTakeover.p99),
+  headKillAloneMs: n0(managerFailover.headKillFirstCommitMs.aloneMedian),
+  headKillWithLeaderMs: n0(managerFailover.headKillFirstCommitMs.withLeaderKilledMedian),
+  headKillPairs: String(managerFailover.headKillFirstCommitMs.alone.length),
+  managerFailoverLost: String(managerFailover.lost),
+  managerFailoverAcked: n0(managerFailover.acknowledged),
   simRuns: n0(sims.clean.runs),
   simEventsPerSecond: n0(sims.clean.eventsPerSecond),
   simViolations: String(sims.clean.violations),

@@ -72,6 +72,21 @@ export interface Failover {
   summary: { role: string; runs: number; medianDetectMs: number; medianFirstCommitMs: number }[];
   all: { medianDetectMs: number; medianFirstCommitMs: number; falsePositives: number; pauses: number; ackedLost: number; commits: number };
 }
+export interface ManagerFailover {
+  date: string;
+  commit: string;
+  machine: Machine;
+  kills: number;
+  takeoverMs: number[];
+  takeoverMsMedian: number;
+  takeoverMsMax: number;
+  commitMsBefore: { n: number; p50: number; p99: number };
+  commitMsDuringTakeover: { n: number; p50: number; p99: number };
+  headKillFirstCommitMs: { alone: number[]; withLeaderKilled: number[]; aloneMedian: number; withLeaderKilledMedian: number };
+  acknowledged: number;
+  lost: number;
+  epochConflicts: string[];
+}
 export interface Simulations {
   date: string;
   commit: string;

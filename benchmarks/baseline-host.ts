@@ -9,9 +9,10 @@
 //
 // The first stdout line is JSON: {"event":"listening","address":"host:port"}.
 
-import net from 'node:net';
+import type net from 'node:net';
 import mysql from 'mysql2/promise';
-import { Connection } from '../chain/runtime/connection.ts';
+import { keyringOf } from '../chain/runtime/credentials.ts';
+import { listenConnections } from '../chain/runtime/tcp-net.ts';
 import { failure, make, type Submit } from '../chain/runtime/wire.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import type { DocumentType } from '../engine/document.ts';
@@ -105,9 +106,13 @@ async function commit(doc: Doc, id: string, s: Submit): Promise<{ seq: number; o
   }
 }
 
-const server = net.createServer((socket) => {
-  Connection.accept(socket, { cluster, secret, node: `baseline-${mode}` }, ['client']).then(
-    (connection) => {
+const transport = process.env.ADAMA_TRANSPORT === 'plain' ? 'plain' : 'tls';
+const server = await listenConnections(
+  '127.0.0.1',
+  Number(args.get('port') ?? 0),
+  { cluster, keys: keyringOf({ cluster, secret }), transport, node: `baseline-${mode}` },
+  ['client'],
+  (connection) => {
       connection.onFrame((frame) => {
         if (frame.kind !== 'submit') {
           connection.send(failure('protocol_error', `the baseline host serves submit only, not ${frame.kind}`, {}));
@@ -145,13 +150,10 @@ const server = net.createServer((socket) => {
           (e: Error) => connection.send(failure('busy', e.message, { requestId: s.requestId, retryable: true })),
         );
       });
-    },
-    () => socket.destroy(),
-  );
-});
-server.listen(Number(args.get('port') ?? 0), '127.0.0.1', () => {
-  console.log(JSON.stringify({ event: 'listening', node: `baseline-${mode}`, address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, pid: process.pid }));
-});
+  },
+  (line) => console.error(`baseline-host: ${line}`),
+);
+console.log(JSON.stringify({ event: 'listening', node: `baseline-${mode}`, address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, pid: process.pid }));
 const stop = (): void => {
   server.close();
   void pool?.end().finally(() => process.exit(0));

@@ -34,7 +34,8 @@ import {
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
 
-Systems: chain k=1..5 with sync writes, chain k=3 without sync, MySQL flush=1 and flush=2 (the
+Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
+(--transport plain: what TLS costs, side by side), MySQL flush=1 and flush=2 (the
 "Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
 clients over many documents (one each), 64 clients on one hot document, and an open loop at
 --rate requests/s (default 1000) over 64 documents. Then the failover timeline: 4 node
@@ -79,6 +80,8 @@ const ks = quick ? [1, 3, 5] : [1, 2, 3, 4, 5];
 const systems: System[] = [
   ...ks.map((k) => ({ name: `chain k=${k}`, start: () => startChain(k) })),
   { name: 'chain k=3 no-sync', start: () => startChain(3, false) },
+  // Issue 15: what TLS costs, side by side (the same chain with the plain HMAC handshake and no TLS).
+  { name: 'chain k=3 plain', start: () => startChain(3, true, 'plain') },
   { name: 'mysql flush=1', flush: 1, start: () => startHost('mysql') },
   { name: 'mysql flush=2', flush: 2, start: () => startHost('mysql') },
   { name: 'memory', start: () => startHost('memory') },
@@ -129,7 +132,7 @@ try {
           const generatorBefore = process.cpuUsage();
           const n = await closedLoop(
             s.address,
-            { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload },
+            { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload, client: s.client },
             histograms.get(k) as ReturnType<typeof histogram>,
           );
           commits.set(k, (commits.get(k) ?? 0) + n);
@@ -139,7 +142,7 @@ try {
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
-        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload }, ol.h);
+        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload, client: s.client }, ol.h);
         ol.sent += r.sent;
         ol.committed += r.committed;
         ol.refused += r.refused;
@@ -149,7 +152,7 @@ try {
           const sk = key(system.name, 'views');
           if (!viewHistograms.has(sk)) viewHistograms.set(sk, { speculative: histogram(), committed: histogram() });
           const vh = viewHistograms.get(sk) as { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> };
-          await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}` }, vh.speculative, vh.committed);
+          await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}`, client: s.client }, vh.speculative, vh.committed);
         }
       } finally {
         current = undefined;

@@ -119,7 +119,7 @@ try {
   let lost = 0;
   for (const { chain, doc } of docs) {
     const head = cluster.manager.configs.get(chain)?.members[0]?.address as string;
-    const st = await nodeStatus(head, cluster.clientOptions, { includeState: true });
+    const st = await nodeStatus(head, cluster.adminOptions, { includeState: true });
     const value = ((st.chains.find((c) => c.chain === chain)?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;
     if (value < (acked.get(doc) ?? 0)) lost += (acked.get(doc) ?? 0) - value;
   }

@@ -98,7 +98,7 @@ try {
     const withLeader = i % 2 === 1;
     await cluster.waitHealthy(30_000);
     await sleep(1_000);
-    const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.clientOptions).catch(() => undefined)));
+    const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.adminOptions).catch(() => undefined)));
     const newest = Math.max(...statuses.map((s) => s?.chains.find((c) => c.chain === 'c1')?.epoch ?? 0));
     const head = statuses.find((s) => s?.chains.some((c) => c.chain === 'c1' && c.epoch === newest && (c.role === 'head' || c.role === 'single')))?.node;
     if (head === undefined) throw new Error('the chain has no head');
@@ -131,7 +131,7 @@ try {
 
   // Nothing acknowledged is lost; one sequence of epochs.
   await cluster.waitHealthy(30_000);
-  const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.clientOptions, { includeState: true })));
+  const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.adminOptions, { includeState: true })));
   const newest = Math.max(...statuses.map((s) => s.chains.find((c) => c.chain === 'c1')?.epoch ?? 0));
   const head = statuses.map((s) => s.chains.find((c) => c.chain === 'c1')).find((c) => c?.epoch === newest && (c.role === 'head' || c.role === 'single'));
   let lost = 0;

@@ -3,9 +3,15 @@ import { cdfPercentiles, cdfPoints, closedLoop, cpuSeconds, histogram, messageSo
 
 test('cpuSeconds reads this process from /proc and grows with work; an unknown pid is NaN', (t) => {
   const before = cpuSeconds([process.pid]);
-  const until = performance.now() + 200;
+  // Work until this process has used 0.2 s of CPU by its own count (wall time varies with load).
+  const start = process.cpuUsage();
+  const until = performance.now() + 10_000;
   let x = 0;
-  while (performance.now() < until) x += Math.sqrt(x + 1);
+  while (performance.now() < until) {
+    for (let i = 0; i < 10_000; i++) x += Math.sqrt(x + 1);
+    const used = process.cpuUsage(start);
+    if (used.user + used.system >= 200_000) break;
+  }
   t.true(x > 0);
   const after = cpuSeconds([process.pid]);
   t.true(Number.isFinite(before) && after - before >= 0.1, `${before} -> ${after}`);

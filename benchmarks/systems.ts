@@ -11,7 +11,8 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { assert } from '../engine/assert.ts';
-import { ChainClient, nodeStatus, tcpSession } from '../chain/client/tcp.ts';
+import { ChainClient, type ClientOptions, nodeStatus, tcpSession } from '../chain/client/tcp.ts';
+import type { Transport } from '../chain/runtime/credentials.ts';
 import { initialConfig } from '../chain/control/decisions.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { spawnNode, type NodeProcess } from '../chain/tools/processes.ts';
@@ -26,6 +27,8 @@ const hostScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'base
 
 export interface Started {
   readonly address: string;
+  /** Credentials of its clients (default benchOptions). */
+  readonly client?: ClientOptions;
   /** The processes that serve this system (nodes, the host, and mariadbd for MySQL), for CPU accounting. */
   readonly pids: readonly number[];
   stop(): Promise<void>;
@@ -85,24 +88,27 @@ export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
   };
 }
 
-export async function startChain(k: number, syncWrites = true): Promise<Started> {
+/** k node processes as one chain; transport plain is the comparison without TLS (issue 15's cost of TLS). */
+export async function startChain(k: number, syncWrites = true, transport: Transport = 'tls'): Promise<Started> {
   const dir = mkdtempSync(path.join(tmpdir(), 'adama-bench-'));
   const nodes: NodeProcess[] = [];
-  for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...benchOptions }));
+  const options = { ...benchOptions, transport };
+  for (let i = 1; i <= k; i++) nodes.push(await spawnNode({ id: `n${i}`, dataDir: path.join(dir, `n${i}`), syncWrites, ...options }));
   const pushed = await pushConfig(
     initialConfig(
       'c1',
       nodes.map((n) => ({ node: n.id, address: n.address })),
     ),
     [],
-    benchOptions,
+    options,
   );
   if (pushed.missing.length > 0) throw new Error(`configure failed: ${pushed.missing.join(', ')} did not acknowledge`);
-  const session = tcpSession({ ...benchOptions, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
+  const session = tcpSession({ ...options, addresses: [nodes[0]?.address as string], chain: 'c1', clientId: 'warm' });
   await session.submit({ doc: 'warm', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'w' });
   session.close();
   return {
     address: nodes[0]?.address as string,
+    client: options,
     pids: nodes.map((n) => n.child.pid as number),
     async stop() {
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
@@ -182,14 +188,14 @@ export interface OpenLoopResult {
  */
 export async function openLoop(
   address: string,
-  o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload },
+  o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload; client?: ClientOptions },
   h: hdr.Histogram,
 ): Promise<OpenLoopResult> {
   const workload = o.workload ?? defaultWorkload;
   const sources = Array.from({ length: o.docs }, (_, d) => messageSource(workload, d + 1, 'open'));
   assert(o.rate > 0 && o.connections > 0 && o.docs > 0, 'openLoop: rate, connections and docs must be positive');
   const outstandingMax = o.outstandingMax ?? 4_096;
-  const conns = await Promise.all(Array.from({ length: o.connections }, () => ChainClient.connect(address, benchOptions)));
+  const conns = await Promise.all(Array.from({ length: o.connections }, () => ChainClient.connect(address, o.client ?? benchOptions)));
   const total = Math.round(o.rate * o.seconds);
   const seqs = new Map<string, number>();
   let sent = 0;
@@ -236,9 +242,9 @@ export async function openLoop(
  * `clients` closed-loop clients for `seconds`, client i writing to document `prefix-(i % docs)`
  * (counter adds); latencies in microseconds go into `h`. Returns the commit count.
  */
-export async function closedLoop(address: string, o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload }, h: hdr.Histogram): Promise<number> {
+export async function closedLoop(address: string, o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload; client?: ClientOptions }, h: hdr.Histogram): Promise<number> {
   const workload = o.workload ?? defaultWorkload;
-  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, benchOptions)));
+  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
   const deadline = performance.now() + o.seconds * 1_000;
   let commits = 0;
   await Promise.all(
@@ -263,8 +269,8 @@ export async function closedLoop(address: string, o: { clients: number; docs: nu
  * `speculative`) and to the ack (in `committed`). One client per document, so the frame is
  * unambiguous. Chain heads only (the baseline hosts have no views).
  */
-export async function closedLoopWithViews(address: string, o: { clients: number; seconds: number; prefix: string }, speculative: hdr.Histogram, committed: hdr.Histogram): Promise<number> {
-  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, benchOptions)));
+export async function closedLoopWithViews(address: string, o: { clients: number; seconds: number; prefix: string; client?: ClientOptions }, speculative: hdr.Histogram, committed: hdr.Histogram): Promise<number> {
+  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
   let commits = 0;
   await Promise.all(
     conns.map(async (c, i) => {
@@ -370,7 +376,7 @@ export async function failoverTimeline(o: { nodes: number; k: number; clients: n
     const buckets = counts.map((n, i) => ({ tMs: i * o.bucketMs, commitsPerSecond: Math.round((n * 1_000) / o.bucketMs) }));
     // No acknowledged message lost: each counter holds at least its acked adds, read at the head.
     const head = cluster.manager.configs.get('c1')?.members[0]?.address as string;
-    const st = await nodeStatus(head, cluster.clientOptions, { includeState: true });
+    const st = await nodeStatus(head, cluster.adminOptions, { includeState: true });
     let ackedLost = 0;
     for (const [doc, n] of acked) {
       const value = ((st.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0;

@@ -7,6 +7,7 @@ import type { ChainConfig } from '../core/config.ts';
 import type { ChainInfo, ViewUpdate } from '../core/frames.ts';
 import { isLink, type Link } from '../runtime/io.ts';
 import { systemClock } from '../runtime/system.ts';
+import type { Credentials } from '../runtime/credentials.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import { chainIds, chainOf } from '../control/placement.ts';
 import { findHead, LinkPool } from './pool.ts';
@@ -16,9 +17,8 @@ import { ChainSession, type SessionOptions } from './session.ts';
 export { ChainError } from './requests.ts';
 export type { ChainStatus, DocStatus, NodeStatus, SubmitRequest, SubmitResult } from './requests.ts';
 
-export interface ClientOptions {
-  cluster: string;
-  secret: string;
+/** Credentials (a cluster secret, or the role keys; a client needs the client key, an admin the admin key) and bounds. */
+export interface ClientOptions extends Credentials {
   /** Shown to the node as this connection's name. */
   name?: string;
   frameBytesMax?: number;
@@ -30,7 +30,7 @@ export interface ClientOptions {
 }
 
 export function tcpNet(options: ClientOptions): TcpNet {
-  return new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax });
+  return new TcpNet({ cluster: options.cluster, secret: options.secret, keys: options.keys, transport: options.transport, frameBytesMax: options.frameBytesMax });
 }
 
 function dial(address: string, role: 'client' | 'admin', options: ClientOptions): Promise<Link> {

@@ -61,7 +61,7 @@ test.serial('a 5-node cluster survives SIGKILL of each node in turn, failed over
       const config = cluster.manager.configs.get(chain);
       const values = new Set<number>();
       for (const m of config?.members ?? []) {
-        const st = await nodeStatus(m.address, cluster.clientOptions, { includeState: true });
+        const st = await nodeStatus(m.address, cluster.adminOptions, { includeState: true });
         values.add(((st.chains.find((c) => c.chain === chain)?.docs.find((d) => d.doc === doc)?.state ?? {}) as { value?: number }).value ?? 0);
       }
       t.is(values.size, 1, `${chain}'s replicas disagree on ${doc}: ${[...values].join(', ')}`);

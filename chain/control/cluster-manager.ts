@@ -9,6 +9,7 @@ import { chainInfo, type ClientOptions } from '../client/tcp.ts';
 import type { ChainConfig } from '../core/config.ts';
 import type { ConfigStore } from './config-store.ts';
 import { systemClock, UdpDatagrams } from '../runtime/system.ts';
+import { type Credentials, keyFor, keyringOf, onlyRoles } from '../runtime/credentials.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import type { NodeAddress } from './decisions.ts';
 import { managerId, ManagerLoop, type ManagerEvent } from './manager-loop.ts';
@@ -18,9 +19,8 @@ import type { MemberState, SwimOptions } from './swim.ts';
 export { managerId } from './manager-loop.ts';
 export type ClusterEvent = ManagerEvent;
 
-export interface ClusterManagerOptions {
-  readonly cluster: string;
-  readonly secret: string;
+/** Credentials: a cluster secret, or the admin and gossip keys. */
+export interface ClusterManagerOptions extends Credentials {
   /** Where configurations live; the manager writes through its compare-and-swap. */
   readonly store: ConfigStore;
   /** Its name among the managers (SWIM member id and election candidate; default "manager"). */
@@ -72,7 +72,7 @@ export class ClusterManager {
 
   private get clientOptions(): ClientOptions {
     const timeout = this.options.requestTimeoutMs ?? 1_000;
-    return { cluster: this.options.cluster, secret: this.options.secret, requestTimeoutMs: timeout, connectTimeoutMs: timeout, name: managerId };
+    return { cluster: this.options.cluster, keys: onlyRoles(keyringOf(this.options), ['admin']), transport: this.options.transport, requestTimeoutMs: timeout, connectTimeoutMs: timeout, name: managerId };
   }
 
   /** Starts managing `nodes`: adopts the configurations they hold (a restart) or places the chains, then decides on every change. */
@@ -91,13 +91,13 @@ export class ClusterManager {
       }
       configs.push(best ?? (placed.find((p) => p.chain === chain) as ChainConfig));
     }
-    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, secret: this.options.secret }), clock: systemClock, datagrams: this.udp, store: this.options.store }, configs, {
+    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, keys: onlyRoles(keyringOf(this.options), ['admin']), transport: this.options.transport }), clock: systemClock, datagrams: this.udp, store: this.options.store }, configs, {
       name: this.options.name,
       k: this.options.k,
       nodes,
       membership: 'swim',
       cluster: this.options.cluster,
-      secret: this.options.secret,
+      secret: keyFor(keyringOf(this.options), 'gossip'),
       address: this.address,
       swim: this.options.swim,
       random: Math.random,

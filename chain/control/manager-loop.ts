@@ -51,6 +51,7 @@ export interface ManagerLoopOptions {
   readonly membership: 'swim' | 'external';
   readonly cluster: string;
   /** Signs gossip datagrams. */
+  /** Signs gossip datagrams (the gossip key; unused without gossip). */
   readonly secret: string;
   /** Where its failure detector listens (swim mode). */
   readonly address: string;

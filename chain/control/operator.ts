@@ -25,7 +25,6 @@ export interface OperatorResult {
 
 export interface OperatorOptions {
   readonly cluster: string;
-  readonly secret: string;
   readonly name?: string;
   readonly requestTimeoutMs?: number;
   /** How long to push before giving up on members that do not acknowledge. */
@@ -73,7 +72,7 @@ export function reconfigureThroughStore(
         nodes,
         membership: 'external',
         cluster: options.cluster,
-        secret: options.secret,
+        secret: '',
         address: '',
         random: Math.random,
         requestTimeoutMs: options.requestTimeoutMs ?? 1_000,

@@ -3,7 +3,8 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChainSession } from '../client/session.ts';
@@ -14,6 +15,8 @@ import type { ManagerLoop } from '../control/manager-loop.ts';
 import { spawnNode, type NodeProcess } from '../tools/processes.ts';
 import { pushConfig, toolManager, waitFor } from '../tools/reconfigure.ts';
 import { Connection } from './connection.ts';
+import { deriveKeyring } from './credentials.ts';
+import { connectionOptions } from './tcp-net.ts';
 import { frame, FrameReader } from './framing.ts';
 import { decodeFrame, encodeFrame, make, type Frame } from './wire.ts';
 
@@ -248,7 +251,7 @@ test.serial('stale epochs are refused: an old configuration, and a peer speaking
     t.is(error?.code, 'stale_epoch');
     admin.close();
     // n1 (epoch 2) gets an Attach for epoch 1 from "n0": refused with stale_epoch, then closed.
-    const peer = await Connection.dial((c.nodes.get('n1') as NodeProcess).address, { ...opts, node: 'n0', role: 'peer' });
+    const peer = await Connection.dial((c.nodes.get('n1') as NodeProcess).address, { ...connectionOptions(opts, 'n0'), role: 'peer' });
     const reply = new Promise<Frame>((resolve) => peer.onFrame(resolve));
     peer.send(make('attach', { chain: 'c1', epoch: old.epoch, applied: [], more: false }));
     const f = await reply;
@@ -279,14 +282,12 @@ test.serial('a wrong cluster secret cannot submit, join or configure', async (t)
   const c = await startCluster(1);
   try {
     const address = (c.nodes.get('n1') as NodeProcess).address;
-    const bad = { cluster, secret: 'not-the-secret' };
-    const client = await ChainClient.connect(address, bad);
-    const error = await t.throwsAsync(client.submit({ chain: 'c1', doc: 'd', docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: 'evil', clientSeq: 1, viewer: 'evil' }), {
-      instanceOf: ChainError,
-    });
-    t.is(error?.code, 'connection_lost');
-    const admin = await AdminClient.connect(address, bad);
-    await t.throwsAsync(admin.configure({ ...c.config(), epoch: 99 }), { instanceOf: ChainError });
+    const bad = { cluster, secret: 'not-the-secret-of-this-cluster' };
+    // TLS with a pre-shared key: the connection itself is refused, for either role.
+    const error = await t.throwsAsync(ChainClient.connect(address, bad), { instanceOf: ChainError });
+    t.is(error?.code, 'bad_auth');
+    const adminError = await t.throwsAsync(AdminClient.connect(address, bad), { instanceOf: ChainError });
+    t.is(adminError?.code, 'bad_auth');
     t.true(
       c.logs.some((line) => line.includes('bad_auth')),
       'the node logs the refused handshakes',
@@ -299,10 +300,18 @@ test.serial('a wrong cluster secret cannot submit, join or configure', async (t)
   }
 });
 
-/** A raw TCP connection that has completed the handshake as a client. */
+/** A raw TLS connection that has completed the handshake as a client (keys derived from the test's secret). */
 async function rawClient(address: string): Promise<{ socket: net.Socket; frames: Promise<Frame[]> }> {
   const [host, port] = address.split(':') as [string, string];
-  const socket = net.connect({ host, port: Number(port) });
+  const key = Buffer.from(deriveKeyring(secret, cluster).client, 'base64url');
+  const socket = tls.connect({
+    host,
+    port: Number(port),
+    minVersion: 'TLSv1.3',
+    ciphers: 'TLS_AES_128_GCM_SHA256',
+    pskCallback: () => ({ psk: key, identity: 'client/raw' }),
+    checkServerIdentity: () => undefined,
+  });
   const reader = new FrameReader();
   const frames: Frame[] = [];
   let helloDone: (hello: Frame) => void = () => {};
@@ -318,9 +327,7 @@ async function rawClient(address: string): Promise<{ socket: net.Socket; frames:
   socket.on('error', () => {});
   const listener = await hello;
   if (listener.kind !== 'hello') throw new Error('no hello');
-  const { helloMac } = await import('./connection.ts');
-  const mine = { cluster, node: 'raw', epoch: 0, role: 'client' as const, nonce: randomBytes(16) };
-  socket.write(frame(encodeFrame(make('hello', { ...mine, mac: helloMac(secret, mine, listener.hello.nonce) }))));
+  socket.write(frame(encodeFrame(make('hello', { cluster, node: 'raw', epoch: 0, role: 'client', nonce: randomBytes(16), mac: new Uint8Array() }))));
   return { socket, frames: closed };
 }
 

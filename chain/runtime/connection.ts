@@ -1,38 +1,57 @@
 // An authenticated, framed TCP connection: length-prefixed protobuf frames (framing.ts,
-// wire.ts) after an HMAC challenge-response handshake.
+// wire.ts), over TLS 1.3 with a pre-shared key per role (credentials.ts).
 //
-// Handshake: the listener speaks first with Hello{role: "listener", nonce: Nl}. The dialer
-// answers Hello{role, node, epoch, nonce: Nd, mac}, mac = HMAC-SHA256(secret, "adama-chain/1" |
-// cluster | node | epoch | role | Nl | Nd). The listener checks the cluster id and the mac in
-// constant time; a process without the secret cannot produce it, and a recorded answer does
-// not fit a fresh Nl. On failure the listener sends Failure{bad_auth, fatal} and closes.
+// TLS (the default): the dialer offers the PSK identity "<role>/<node>" and the key of that
+// role; the listener looks the role up and answers with the same key, so each end proves it
+// holds it (a process without the key can neither accept nor dial), and TLS protects every
+// frame after the handshake (a changed byte closes the connection). Inside, the listener
+// sends Hello{role: "listener"} first and the dialer answers Hello{role, node, epoch}; the
+// role and node must be the ones its TLS identity named.
+//
+// plain (the benchmark's comparison only): no TLS; the dialer's Hello carries mac =
+// HMAC-SHA256(role key, "adama-chain/1" | cluster | node | epoch | role | Nl | Nd) over the
+// listener's nonce Nl. Only the dialer is authenticated and frames are not protected.
 //
 // Every bad input closes only this connection, with a typed Failure first when possible:
 // garbage or truncated frames (malformed_frame, truncated_frame), oversized ones
-// (frame_too_large), a silent peer (handshake_timeout), a reader too slow for its bounded
-// send buffer (slow_consumer).
+// (frame_too_large; before the handshake is done, a frame is at most helloBytesMax), a
+// silent peer (handshake_timeout), a reader too slow for its bounded send buffer
+// (slow_consumer). A socket keeps an error handler for its whole life: a peer that resets,
+// or vanishes while this process was stalled, never becomes an uncaught exception.
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import { assert } from '../../engine/assert.ts';
+import { type Keyring, keyFor, type KeyRole, type Transport } from './credentials.ts';
 import { frame, frameBytesMaxDefault, FrameReader, WireError } from './framing.ts';
 import { Inbox } from './io.ts';
 import { decodeFrame, encodeFrame, failure, make, type Frame, type Hello, type Role } from './wire.ts';
 
 export interface ConnectionOptions {
   cluster: string;
-  secret: string;
+  /** The role keys this process holds (a listener needs the key of every role it accepts). */
+  keys: Keyring;
+  /** Default tls. */
+  transport?: Transport;
   /** This process's node id (or client name). */
   node: string;
   frameBytesMax?: number;
   /** Bytes queued for sending before the peer counts as too slow and is disconnected. */
   sendBufferBytesMax?: number;
+  /** The whole handshake (TLS and hellos) must finish within this. */
   handshakeTimeoutMs?: number;
 }
 
 export const sendBufferBytesMaxDefault = 64 * 1024 * 1024;
 export const handshakeTimeoutMsDefault = 3_000;
+/** Bound on a frame before the handshake is done (a Hello is about 100 bytes). */
+export const helloBytesMax = 1_024;
 const nonceBytes = 16;
+/** TLS 1.3 suites whose hash fits a SHA-256 PSK. */
+const tlsCiphers = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
+const tlsVersions = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+const ignore = (): void => {};
 
 export class ConnectionError extends Error {
   override name = 'ConnectionError';
@@ -53,6 +72,37 @@ export function helloMac(secret: string, hello: Omit<Hello, 'mac'>, listenerNonc
   return mac.digest();
 }
 
+/** The PSK identity a dialer offers: its role and name. */
+export function pskIdentity(role: KeyRole, node: string): string {
+  return `${role}/${node}`;
+}
+
+export function parsePskIdentity(identity: string): { role: Exclude<KeyRole, 'gossip'>; node: string } | undefined {
+  const slash = identity.indexOf('/');
+  const role = identity.slice(0, slash);
+  if (slash <= 0 || (role !== 'peer' && role !== 'admin' && role !== 'client')) return undefined;
+  return { role, node: identity.slice(slash + 1) };
+}
+
+/** Server-side TLS options: the PSK of each role in `allowed` that this process holds. */
+export function tlsServerOptions(keys: Keyring, allowed: readonly Role[], handshakeTimeoutMs: number): tls.TlsOptions {
+  return {
+    ...tlsVersions,
+    ciphers: tlsCiphers,
+    handshakeTimeout: handshakeTimeoutMs,
+    pskCallback: (socket: tls.TLSSocket, identity: string) => {
+      const id = parsePskIdentity(identity);
+      if (id === undefined || !allowed.includes(id.role)) return null;
+      const key = keys[id.role];
+      if (key === undefined) return null;
+      (socket as TaggedSocket).pskIdentity = id;
+      return Buffer.from(key, 'base64url');
+    },
+  };
+}
+
+type TaggedSocket = tls.TLSSocket & { pskIdentity?: { role: Exclude<KeyRole, 'gossip'>; node: string } };
+
 type FrameHandler = (frame: Frame) => void;
 type CloseHandler = (error: Error | undefined) => void;
 
@@ -71,12 +121,11 @@ export class Connection {
     readonly socket: net.Socket,
     /** The other side's Hello (for an accepted connection: the dialer's, authenticated). */
     readonly peer: Hello,
-    reader: FrameReader,
-    options: ConnectionOptions,
-    pending: Buffer[],
+    options: Pick<ConnectionOptions, 'frameBytesMax' | 'sendBufferBytesMax'>,
+    rest: Buffer,
   ) {
-    this.reader = reader;
     this.frameBytesMax = options.frameBytesMax ?? frameBytesMaxDefault;
+    this.reader = new FrameReader(this.frameBytesMax);
     this.sendBufferBytesMax = options.sendBufferBytesMax ?? sendBufferBytesMaxDefault;
     socket.removeAllListeners('data');
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -91,7 +140,7 @@ export class Connection {
     socket.on('close', () => this.teardown(undefined));
     socket.on('error', (error) => this.teardown(error));
     // Frames that arrived with the handshake are delivered once a handler is set.
-    for (const body of pending) this.deliver(body);
+    if (rest.length > 0) this.receive(rest);
   }
 
   onFrame(handler: FrameHandler): this {
@@ -203,94 +252,149 @@ export class Connection {
     for (const handler of this.closeHandlers) handler(error);
   }
 
-  /** Runs the listener side of the handshake on an accepted socket. */
+  /**
+   * Runs the listener side of the hello exchange on an accepted socket: a TLS socket whose
+   * PSK identity the server's pskCallback checked (tlsServerOptions), or a plain one.
+   */
   static accept(socket: net.Socket, options: ConnectionOptions, allowed: readonly Role[]): Promise<Connection> {
-    const frameBytesMax = options.frameBytesMax ?? frameBytesMaxDefault;
+    socket.on('error', ignore);
+    const transport = options.transport ?? 'tls';
+    const identity = (socket as TaggedSocket).pskIdentity;
     const nonce = randomBytes(nonceBytes);
     socket.setNoDelay(true);
-    socket.write(frame(encodeFrame(make('hello', { cluster: options.cluster, node: options.node, epoch: 0, role: 'listener', nonce, mac: new Uint8Array() })), frameBytesMax));
-    return handshake(socket, options, (first, reader, rest) => {
+    try {
+      socket.write(frame(encodeFrame(make('hello', { cluster: options.cluster, node: options.node, epoch: 0, role: 'listener', nonce, mac: new Uint8Array() }))));
+    } catch {
+      // the socket is gone; the handshake below ends on its close
+    }
+    return handshake(socket, options, (first, rest) => {
       if (first.kind !== 'hello') throw new ConnectionError('protocol_error', `the first frame must be hello, not ${first.kind}`);
       const hello = first.hello;
       if (!allowed.includes(hello.role)) throw new ConnectionError('protocol_error', `role ${hello.role} is not accepted here`);
       if (hello.cluster !== options.cluster) throw new ConnectionError('bad_auth', `this node is in cluster ${options.cluster}, not ${hello.cluster}`);
-      const expected = helloMac(options.secret, hello, nonce);
-      const got = Buffer.from(hello.mac);
-      if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-        throw new ConnectionError('bad_auth', 'the handshake mac does not verify: wrong cluster secret');
+      if (transport === 'tls') {
+        if (identity === undefined || identity.role !== hello.role || identity.node !== hello.node) {
+          throw new ConnectionError('bad_auth', `the hello (${hello.role}/${hello.node}) is not the TLS identity it authenticated as`);
+        }
+      } else {
+        const key = options.keys[hello.role as KeyRole];
+        const expected = key === undefined ? undefined : helloMac(key, hello, nonce);
+        const got = Buffer.from(hello.mac);
+        if (expected === undefined || got.length !== expected.length || !timingSafeEqual(got, expected)) {
+          throw new ConnectionError('bad_auth', `the handshake mac does not verify: wrong ${hello.role} key`);
+        }
       }
-      return new Connection(socket, hello, reader, options, rest);
+      return new Connection(socket, hello, options, rest);
     });
   }
 
-  /** Dials and runs the dialer side of the handshake. */
+  /** Dials and runs the dialer side: TLS with the role's key (or plain), then the hellos. */
   static dial(address: string, options: ConnectionOptions & { role: Exclude<Role, 'listener'>; epoch?: number; connectTimeoutMs?: number }): Promise<Connection> {
     const { host, port } = parseAddress(address);
-    const frameBytesMax = options.frameBytesMax ?? frameBytesMaxDefault;
+    const transport = options.transport ?? 'tls';
+    const timeoutMs = options.connectTimeoutMs ?? handshakeTimeoutMsDefault;
+    let key: string;
+    try {
+      key = keyFor(options.keys, options.role);
+    } catch (error) {
+      return Promise.reject(new ConnectionError('no_credentials', (error as Error).message));
+    }
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
+      const socket: net.Socket =
+        transport === 'tls'
+          ? tls.connect({
+              host,
+              port,
+              ...tlsVersions,
+              ciphers: tlsCiphers,
+              pskCallback: () => ({ psk: Buffer.from(key, 'base64url'), identity: pskIdentity(options.role, options.node) }),
+              checkServerIdentity: () => undefined,
+            })
+          : net.connect({ host, port });
+      socket.on('error', ignore);
       socket.setNoDelay(true);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new ConnectionError('connect_timeout', `no connection to ${address} within ${options.connectTimeoutMs ?? handshakeTimeoutMsDefault} ms`));
-      }, options.connectTimeoutMs ?? handshakeTimeoutMsDefault);
-      socket.once('error', (error) => {
+      let settled = false;
+      const settle = (error: Error | undefined, connection?: Connection): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
-        reject(new ConnectionError('connect_failed', `${address}: ${error.message}`));
-      });
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        handshake(socket, options, (first, reader, rest) => {
+        if (error === undefined) resolve(connection as Connection);
+        else {
+          socket.destroy();
+          reject(error);
+        }
+      };
+      const timer = setTimeout(() => settle(new ConnectionError('connect_timeout', `no connection to ${address} within ${timeoutMs} ms`)), timeoutMs);
+      const onError = (error: Error & { code?: string }): void => {
+        const tlsFailure = typeof error.code === 'string' && error.code.startsWith('ERR_SSL');
+        settle(
+          tlsFailure
+            ? new ConnectionError('bad_auth', `${address} did not complete TLS with our ${options.role} key (${error.code}): it holds another key, or is not a node of this cluster`)
+            : new ConnectionError('connect_failed', `${address}: ${error.message}`),
+        );
+      };
+      socket.once('error', onError);
+      socket.once(transport === 'tls' ? 'secureConnect' : 'connect', () => {
+        socket.removeListener('error', onError);
+        handshake(socket, { ...options, handshakeTimeoutMs: timeoutMs }, (first, rest) => {
           if (first.kind === 'failure') throw new ConnectionError(first.failure.code, first.failure.message);
           if (first.kind !== 'hello' || first.hello.role !== 'listener') throw new ConnectionError('protocol_error', 'the listener did not send its hello');
+          if (first.hello.cluster !== options.cluster) throw new ConnectionError('bad_auth', `${address} is in cluster ${first.hello.cluster}, not ${options.cluster}`);
           const hello = { cluster: options.cluster, node: options.node, epoch: options.epoch ?? 0, role: options.role, nonce: randomBytes(nonceBytes) };
-          const mac = helloMac(options.secret, hello, first.hello.nonce);
-          socket.write(frame(encodeFrame(make('hello', { ...hello, mac })), frameBytesMax));
-          return new Connection(socket, first.hello, reader, options, rest);
-        }).then(resolve, reject);
+          const mac = transport === 'plain' ? helloMac(key, hello, first.hello.nonce) : new Uint8Array();
+          socket.write(frame(encodeFrame(make('hello', { ...hello, mac }))));
+          return new Connection(socket, first.hello, options, rest);
+        }).then(
+          (c) => settle(undefined, c),
+          (e: Error) => settle(e),
+        );
       });
     });
   }
 }
 
-/** Reads frames until the first one, then hands over to `done`; bounded in time and size. */
-function handshake(socket: net.Socket, options: ConnectionOptions, done: (first: Frame, reader: FrameReader, rest: Buffer[]) => Connection): Promise<Connection> {
-  const reader = new FrameReader(options.frameBytesMax ?? frameBytesMaxDefault);
+/**
+ * Reads the first frame (at most helloBytesMax), then hands over to `done` with the bytes
+ * after it; bounded in time and size. A failure is answered with a typed Failure and closes.
+ */
+function handshake(socket: net.Socket, options: ConnectionOptions, done: (first: Frame, rest: Buffer) => Connection): Promise<Connection> {
+  let buffered: Buffer = Buffer.alloc(0);
   return new Promise((resolve, reject) => {
     let finished = false;
     const finish = (error: Error | undefined, connection?: Connection): void => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      socket.removeListener('error', onError);
       socket.removeListener('close', onClose);
       if (error !== undefined) {
         const code = error instanceof ConnectionError || error instanceof WireError ? error.code : 'protocol_error';
-        try {
-          socket.write(frame(encodeFrame(failure(code, error.message, { fatal: true }))));
-        } catch {
-          // ignore
+        if (!socket.destroyed) {
+          try {
+            socket.write(frame(encodeFrame(failure(code, error.message.slice(0, 512), { fatal: true }))));
+            socket.end();
+          } catch {
+            // the socket is gone
+          }
+          setTimeout(() => socket.destroy(), 500).unref();
         }
-        socket.end();
-        setTimeout(() => socket.destroy(), 500).unref();
         reject(error);
       } else resolve(connection as Connection);
     };
-    const timer = setTimeout(
-      () => finish(new ConnectionError('handshake_timeout', `no hello within ${options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault} ms`)),
-      options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault,
-    );
-    const onError = (error: Error): void => finish(new ConnectionError('connection_lost', error.message));
+    const timeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+    const timer = setTimeout(() => finish(new ConnectionError('handshake_timeout', `no hello within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
     const onClose = (): void => finish(new ConnectionError('connection_lost', 'closed during the handshake'));
-    socket.on('error', onError);
     socket.on('close', onClose);
     socket.on('data', (chunk: Buffer) => {
       if (finished) return;
       try {
-        const bodies = reader.push(chunk);
-        if (bodies.length === 0) return;
-        const first = decodeFrame(bodies[0] as Buffer);
-        finish(undefined, done(first, reader, bodies.slice(1)));
+        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+        if (buffered.length < 4) return;
+        const length = buffered.readUInt32BE(0);
+        if (length > helloBytesMax) throw new WireError('frame_too_large', `a ${length}-byte frame before the handshake is done; at most ${helloBytesMax} (helloBytesMax)`);
+        if (buffered.length < 4 + length) return;
+        const first = decodeFrame(buffered.subarray(4, 4 + length));
+        finish(undefined, done(first, buffered.subarray(4 + length)));
       } catch (error) {
         finish(error as Error);
       }

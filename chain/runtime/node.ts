@@ -8,6 +8,7 @@ import { assert } from '../../engine/assert.ts';
 import { idPattern } from '../core/config.ts';
 import type { ReplicaLimits } from '../core/replica.ts';
 import type { SwimOptions } from '../control/swim.ts';
+import { type Keyring, type KeyRole, keyFor, keyringOf, type Transport } from './credentials.ts';
 import { Driver } from './driver.ts';
 import { LevelDisk } from './level-disk.ts';
 import { systemClock, UdpDatagrams } from './system.ts';
@@ -18,7 +19,11 @@ export { forwardDelayMsMax } from './driver.ts';
 export interface NodeOptions {
   node: string;
   cluster: string;
-  secret: string;
+  /** A cluster secret to derive every role key from (tests, tools), or the role keys: a node needs peer, admin, client (and gossip with gossip on). */
+  secret?: string;
+  keys?: Keyring;
+  /** Default tls. */
+  transport?: Transport;
   dataDir: string;
   host?: string;
   /** 0 picks a free port. */
@@ -52,24 +57,28 @@ export class ChainNode {
 
   static async start(options: NodeOptions): Promise<ChainNode> {
     assert(idPattern.test(options.node), `node id ${JSON.stringify(options.node)} must match ${idPattern}`);
-    assert(options.secret.length >= 8, 'the cluster secret must be at least 8 characters');
     const log = (line: string): void => options.log?.(line);
+    const credentials = { cluster: options.cluster, secret: options.secret, keys: options.keys, transport: options.transport };
+    const keys = keyringOf(credentials);
+    // Fail before anything opens when a key this node needs is missing.
+    const needed: KeyRole[] = options.gossip === undefined ? ['peer', 'admin', 'client'] : ['peer', 'admin', 'client', 'gossip'];
+    for (const role of needed) keyFor(keys, role);
     const { disk, recovered } = await LevelDisk.open(options.dataDir, { sync: options.syncWrites ?? true });
     const host = options.host ?? '127.0.0.1';
-    const connection = { cluster: options.cluster, secret: options.secret, node: options.node, frameBytesMax: options.frameBytesMax };
+    const connection = { cluster: options.cluster, keys, transport: options.transport, node: options.node, frameBytesMax: options.frameBytesMax };
     let driver: Driver | undefined;
     const early: Parameters<Driver['accept']>[0][] = [];
     const server = await listenTcp(host, options.port ?? 0, connection, ['peer', 'client', 'admin'], (link) => (driver === undefined ? early.push(link) : driver.accept(link)), log);
     const port = (server.address() as net.AddressInfo).port;
     const udp = options.gossip === undefined ? undefined : await UdpDatagrams.bind(host, port, log);
     driver = new Driver(
-      { net: new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp },
+      { net: new TcpNet({ ...credentials, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp },
       recovered,
       {
         node: options.node,
         address: `${host}:${port}`,
         cluster: options.cluster,
-        secret: options.secret,
+        secret: keys.gossip ?? '',
         limits: options.limits,
         connectionsMax: options.connectionsMax,
         retryDelayMsMin: options.retryDelayMsMin,

@@ -1,6 +1,7 @@
 // Clock and datagrams of a real process: wall-clock time, Node timers, a UDP socket.
 
 import dgram from 'node:dgram';
+import net from 'node:net';
 import type { Clock, Datagrams, Timer } from './io.ts';
 
 export const systemClock: Clock = {
@@ -37,10 +38,22 @@ export class UdpDatagrams implements Datagrams {
     return this.socket.address().port;
   }
 
+  /** Sends one datagram; an address that is not host:port (a peer's gossip may carry anything) is dropped, never thrown. */
   send(address: string, bytes: Uint8Array): void {
     const at = address.lastIndexOf(':');
-    this.socket.send(bytes, Number(address.slice(at + 1)), address.slice(0, at));
+    const port = Number(address.slice(at + 1));
+    const host = address.slice(0, at);
+    if (at <= 0 || !Number.isInteger(port) || port <= 0 || port >= 65536 || (net.isIP(host) === 0 && !/^[A-Za-z0-9.-]{1,253}$/.test(host))) {
+      this.dropped++;
+      return;
+    }
+    this.socket.send(bytes, port, host, () => {
+      // Send errors (an unreachable address) surface on the socket's error handler.
+    });
   }
+
+  /** Datagrams not sent because their address was not host:port. */
+  dropped = 0;
 
   onReceive(handler: (bytes: Uint8Array) => void): void {
     this.handler = handler;

@@ -1,8 +1,10 @@
 // Net over TCP: authenticated, framed connections (connection.ts) as Links, and a listener.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Frame, Role } from '../core/frames.ts';
-import { Connection, ConnectionError, type ConnectionOptions } from './connection.ts';
+import { Connection, ConnectionError, type ConnectionOptions, handshakeTimeoutMsDefault, tlsServerOptions } from './connection.ts';
+import { type Credentials, keyringOf } from './credentials.ts';
 import type { DialOptions, Link, LinkError, Net } from './io.ts';
 
 export class TcpLink implements Link {
@@ -37,29 +39,121 @@ export class TcpLink implements Link {
   }
 }
 
-export type TcpOptions = Omit<ConnectionOptions, 'node'>;
+/** Credentials (a cluster secret or role keys, and the transport) and the connection bounds. */
+export type TcpOptions = Credentials & Omit<ConnectionOptions, 'node' | 'cluster' | 'keys' | 'transport'>;
+
+/** What a connection needs of TcpOptions (the keys resolved). */
+export function connectionOptions(options: TcpOptions, node: string): ConnectionOptions {
+  const { secret: _secret, keys: _keys, ...rest } = options;
+  return { ...rest, keys: keyringOf(options), node };
+}
 
 export class TcpNet implements Net {
-  constructor(private readonly options: TcpOptions) {}
+  constructor(private readonly options: TcpOptions) {
+    if (options.transport === 'plain') warnPlain();
+  }
 
   dial(address: string, options: DialOptions, done: (result: Link | LinkError) => void): void {
-    Connection.dial(address, { ...this.options, node: options.name, role: options.role, epoch: options.epoch, connectTimeoutMs: options.timeoutMs }).then(
+    Connection.dial(address, { ...connectionOptions(this.options, options.name), role: options.role, epoch: options.epoch, connectTimeoutMs: options.timeoutMs }).then(
       (connection) => done(new TcpLink(connection)),
       (error: Error) => done({ code: error instanceof ConnectionError ? error.code : 'connect_failed', message: error.message }),
     );
   }
 }
 
-/** Listens on host:port; every connection that completes the handshake in one of `roles` goes to `accept`. */
-export function listenTcp(host: string, port: number, options: ConnectionOptions, roles: readonly Role[], accept: (link: Link) => void, log: (line: string) => void): Promise<net.Server> {
-  const server = net.createServer((socket) => {
+let warnedPlain = false;
+function warnPlain(): void {
+  if (warnedPlain) return;
+  warnedPlain = true;
+  console.error('WARNING: transport "plain": node connections are not encrypted and frames are not protected (only for measuring what TLS costs)');
+}
+
+/** Bound on accepted connections still in their handshake (TLS and hellos). */
+export const handshakesMaxDefault = 128;
+
+export interface ListenOptions extends ConnectionOptions {
+  handshakesMax?: number;
+}
+
+/**
+ * Listens on host:port; every connection that completes the handshake in one of `roles` goes
+ * to `accept`. Connections in the handshake are bounded (handshakesMax: more are closed at
+ * once) and have handshakeTimeoutMs to finish; nothing a socket does before then can throw.
+ */
+export function listenTcp(host: string, port: number, options: ListenOptions, roles: readonly Role[], accept: (link: Link) => void, log: (line: string) => void): Promise<net.Server> {
+  return listenConnections(host, port, options, roles, (connection) => accept(new TcpLink(connection)), log);
+}
+
+/** listenTcp's listener, handing over the Connection itself (the benchmark's baseline hosts). */
+export function listenConnections(
+  host: string,
+  port: number,
+  options: ListenOptions,
+  roles: readonly Role[],
+  accept: (connection: Connection) => void,
+  log: (line: string) => void,
+): Promise<net.Server> {
+  const transport = options.transport ?? 'tls';
+  if (transport === 'plain') warnPlain();
+  const handshakesMax = options.handshakesMax ?? handshakesMaxDefault;
+  const timeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+  /** Sockets in their handshake, by remote address (a TLS socket has the same one as its raw socket). */
+  const handshaking = new Map<string, () => void>();
+  let refused = 0;
+  const remoteOf = (socket: net.Socket): string => `${socket.remoteAddress}:${socket.remotePort}`;
+  const admit = (raw: net.Socket): boolean => {
+    raw.on('error', () => {});
+    if (handshaking.size >= handshakesMax) {
+      if (refused++ % 1_000 === 0) log(`refused a connection: ${handshakesMax} connections are in their handshake (handshakesMax); ${refused} refused so far`);
+      raw.destroy();
+      return false;
+    }
+    const remote = remoteOf(raw);
+    // The deadline covers TLS and the hellos (a socket that never sends a byte included).
+    const deadline = setTimeout(() => {
+      log(`rejected a connection: handshake_timeout: no completed handshake within ${timeoutMs} ms`);
+      raw.destroy();
+    }, timeoutMs);
+    deadline.unref();
+    const release = (): void => {
+      clearTimeout(deadline);
+      if (handshaking.get(remote) === release) handshaking.delete(remote);
+    };
+    handshaking.set(remote, release);
+    raw.once('close', release);
+    return true;
+  };
+  const serve = (socket: net.Socket): void => {
     Connection.accept(socket, options, roles).then(
-      (connection) => accept(new TcpLink(connection)),
+      (connection) => {
+        handshaking.get(remoteOf(socket))?.();
+        accept(connection);
+      },
       (error: Error) => log(`rejected a connection: ${error.message}`),
     );
-  });
+  };
+  let server: net.Server;
+  if (transport === 'tls') {
+    const tlsServer = tls.createServer(tlsServerOptions(options.keys, roles, timeoutMs));
+    tlsServer.on('connection', (raw: net.Socket) => {
+      admit(raw);
+    });
+    tlsServer.on('secureConnection', (socket: tls.TLSSocket) => serve(socket));
+    tlsServer.on('tlsClientError', (error: Error & { code?: string }) =>
+      log(`rejected a connection: bad_auth: TLS handshake failed (${error.code ?? error.message.split('\n')[0]}): the peer does not hold the key of the role it claims, or is not TLS`),
+    );
+    server = tlsServer;
+  } else {
+    server = net.createServer((socket) => {
+      if (admit(socket)) serve(socket);
+    });
+  }
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
+    server.listen(port, host, () => {
+      server.removeListener('error', reject);
+      server.on('error', (error) => log(`listener: ${error.message}`));
+      resolve(server);
+    });
   });
 }

@@ -13,11 +13,22 @@ import { reconfigureThroughStore } from '../control/operator.ts';
 import { systemClock } from '../runtime/system.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import { addTail, catchingUp, initialConfig, removeNode } from '../control/decisions.ts';
+import {
+  CredentialError,
+  deriveKeyring,
+  devClusterSecret,
+  envName,
+  type Keyring,
+  type KeyRole,
+  keyRoles,
+  keysFromEnv,
+  secretCharsMin,
+  type Transport,
+} from '../runtime/credentials.ts';
 import { ChainNode } from '../runtime/node.ts';
 import { freeUdpPort, spawnManager, spawnNode, type ManagerProcess, type NodeProcess } from './processes.ts';
 import { pushConfig } from './reconfigure.ts';
 
-const devSecret = 'adama-local-dev-secret';
 
 const usage = `adama-chain: chain replication over LevelDB
 
@@ -30,21 +41,57 @@ commands:
   cluster      start N nodes with C chains, failure detection and the automatic manager(s)
   reconfigure  remove a node from a chain, or add one at its tail
   status       print the status of nodes
+  keys         print the role keys derived from a cluster secret
 
-Every command takes --help. The cluster secret comes from ADAMA_CLUSTER_SECRET (or --secret);
-without either, a fixed development secret is used and a warning is printed.`;
+Every command takes --help.
+
+Credentials: one key per role (peer: node to node; admin: managers and operator tools; client:
+proxies and clients; gossip: failure detection), from ADAMA_PEER_KEY, ADAMA_ADMIN_KEY,
+ADAMA_CLIENT_KEY and ADAMA_GOSSIP_KEY, or all derived from one ADAMA_CLUSTER_SECRET (or
+--secret). A node needs all four, a manager admin and gossip, status and reconfigure admin.
+"keys" prints the keys of a cluster secret, one per role, to hand out. Without credentials a
+command refuses to start; --dev runs on the public development secret, with a warning.
+Node connections are TLS 1.3 with the role key as pre-shared key (--transport plain: no TLS,
+for measuring its cost only).`;
 
 const common = {
   cluster: { type: 'string', default: 'local' },
   secret: { type: 'string' },
+  dev: { type: 'boolean', default: false },
+  transport: { type: 'string', default: 'tls' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
-function secretOf(value: string | undefined): string {
-  const secret = value ?? process.env.ADAMA_CLUSTER_SECRET;
-  if (secret !== undefined && secret !== '') return secret;
-  console.error('warning: no ADAMA_CLUSTER_SECRET set; using the development secret (anyone who has this code can join)');
-  return devSecret;
+type Values = Record<string, string | boolean | undefined>;
+
+function transportOf(o: Values): Transport {
+  if (o.transport !== 'tls' && o.transport !== 'plain') fail(`--transport is tls or plain, not ${JSON.stringify(o.transport)}`);
+  return o.transport;
+}
+
+/** The credentials of a process that needs the keys of `roles` (from the environment, --secret, or --dev). */
+function credentialsOf(o: Values, roles: readonly KeyRole[]): { cluster: string; keys: Keyring; transport: Transport } {
+  const cluster = o.cluster as string;
+  try {
+    const keys = keysFromEnv(process.env, cluster, roles, { dev: o.dev === true, secret: o.secret as string | undefined, warn: (line) => console.error(line) });
+    return { cluster, keys, transport: transportOf(o) };
+  } catch (error) {
+    if (error instanceof CredentialError) fail(error.message);
+    throw error;
+  }
+}
+
+/** The cluster secret of a command that starts nodes and managers itself (it hands each its own keys). */
+function clusterSecretOf(o: Values): string {
+  const secret = (o.secret as string | undefined) ?? process.env.ADAMA_CLUSTER_SECRET;
+  if (secret === undefined || secret === '') {
+    if (o.dev !== true) fail('this command starts nodes itself and needs the cluster secret: set ADAMA_CLUSTER_SECRET (for example: export ADAMA_CLUSTER_SECRET=$(openssl rand -base64 32)), or pass --dev');
+    console.error(`WARNING: --dev: running on the public development secret "${devClusterSecret}". Anyone who has this code can join this cluster. Never use it outside your own machine.`);
+    return devClusterSecret;
+  }
+  if (secret === devClusterSecret && o.dev !== true) fail(`the cluster secret is the development secret "${devClusterSecret}": set a secret of your own, or pass --dev`);
+  if (secret.length < secretCharsMin) fail(`the cluster secret is ${secret.length} characters; use at least ${secretCharsMin} (for example: openssl rand -base64 32)`);
+  return secret;
 }
 
 function fail(message: string): never {
@@ -121,8 +168,7 @@ async function runNode(argv: string[]): Promise<void> {
   const limits = process.env.ADAMA_LIMITS === undefined ? undefined : (JSON.parse(process.env.ADAMA_LIMITS) as Record<string, number>);
   const node = await ChainNode.start({
     node: o.id,
-    cluster: o.cluster as string,
-    secret: secretOf(o.secret as string | undefined),
+    ...credentialsOf(o, typeof o['gossip-seeds'] === 'string' ? ['peer', 'admin', 'client', 'gossip'] : ['peer', 'admin', 'client']),
     dataDir: o.data,
     host: o.host as string,
     port: intOf(o.port, 'port'),
@@ -188,8 +234,7 @@ async function runManager(argv: string[]): Promise<void> {
   const name = o.name as string;
   const store = storeOrFail(() => openConfigStore(o['config-store'] as string, { cluster, dataDir: path.resolve(o.data as string), log: (line) => console.error(`[${name}] ${line}`) }));
   const manager = await ClusterManager.bind({
-    cluster,
-    secret: secretOf(o.secret as string | undefined),
+    ...credentialsOf(o, ['admin', 'gossip']),
     store,
     name,
     chains: o.chains === undefined ? nodes.length : intOf(o.chains, 'chains', 1),
@@ -236,7 +281,8 @@ async function runLocal(argv: string[]): Promise<void> {
   );
   const k = intOf(o.nodes, 'nodes', 1);
   const basePort = intOf(o['base-port'], 'base-port');
-  const secret = secretOf(o.secret as string | undefined);
+  const secret = clusterSecretOf(o);
+  const transport = transportOf(o);
   const cluster = o.cluster as string;
   const chain = o.chain as string;
   const processes: NodeProcess[] = [];
@@ -247,9 +293,9 @@ async function runLocal(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
   for (let i = 1; i <= k; i++) {
     const id = `n${i}`;
-    processes.push(await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, port: basePort === 0 ? 0 : basePort + i - 1, onLog: (line) => console.error(line) }));
+    processes.push(await spawnNode({ id, dataDir: path.resolve(o.data as string, id), cluster, secret, transport, port: basePort === 0 ? 0 : basePort + i - 1, onLog: (line) => console.error(line) }));
   }
-  const options: ClientOptions = { cluster, secret };
+  const options: ClientOptions = { cluster, secret, transport };
   const config = await startOrResume(
     chain,
     processes.map((p) => ({ node: p.id, address: p.address })),
@@ -313,7 +359,7 @@ async function runReconfigure(argv: string[]): Promise<void> {
   if ((o.remove === undefined) === (o.add === undefined)) fail(`give exactly one of --remove and --add\n\n${reconfigureHelp}`);
   if (typeof o['config-store'] === 'string') return reconfigureInStore(o);
   if (typeof o.nodes !== 'string') fail(`--nodes or --config-store is required\n\n${reconfigureHelp}`);
-  const options: ClientOptions = { cluster: o.cluster as string, secret: secretOf(o.secret as string | undefined), connectTimeoutMs: 1_000 };
+  const options: ClientOptions = { ...credentialsOf(o, ['admin']), connectTimeoutMs: 1_000 };
   const infos = (await Promise.all(o.nodes.split(',').map((a) => chainInfo(a.trim(), o.chain as string, options).catch(() => undefined)))).filter((s): s is ChainInfo => s !== undefined);
   const current = latestConfig(infos, o.chain as string);
   if (current === undefined) fail(`none of ${o.nodes} is reachable or holds chain ${o.chain}`);
@@ -349,9 +395,10 @@ async function reconfigureInStore(o: Record<string, string | boolean | undefined
     add = { node: id, address };
   }
   const request = { chain: o.chain as string, remove: o.remove as string | undefined, add };
-  const options = { cluster, secret: secretOf(o.secret as string | undefined), name: 'operator', requestTimeoutMs: 3_000 };
+  const credentials = credentialsOf(o, ['admin']);
+  const options = { cluster, name: 'operator', requestTimeoutMs: 3_000 };
   await new Promise<void>((resolve) => {
-    reconfigureThroughStore({ net: new TcpNet({ cluster, secret: options.secret }), clock: systemClock, store }, request, options, (error, result) => {
+    reconfigureThroughStore({ net: new TcpNet(credentials), clock: systemClock, store }, request, options, (error, result) => {
       store.close();
       if (error !== undefined || result === undefined) fail(error?.message ?? 'reconfigure failed');
       console.log(JSON.stringify({ chain: result.config.chain, epoch: result.config.epoch, members: result.config.members.map((m) => m.node), acked: result.acked, missing: result.missing }));
@@ -374,7 +421,7 @@ goes to stderr.`;
 async function runStatus(argv: string[]): Promise<void> {
   const o = parse(argv, { nodes: { type: 'string' }, state: { type: 'boolean', default: false } }, statusHelp);
   if (typeof o.nodes !== 'string') fail(`--nodes is required\n\n${statusHelp}`);
-  const options: ClientOptions = { cluster: o.cluster as string, secret: secretOf(o.secret as string | undefined), connectTimeoutMs: 1_000 };
+  const options: ClientOptions = { ...credentialsOf(o, ['admin']), connectTimeoutMs: 1_000 };
   let unreachable = 0;
   const statuses: NodeStatus[] = [];
   for (const address of o.nodes.split(',')) {
@@ -446,7 +493,8 @@ async function runCluster(argv: string[]): Promise<void> {
   const chains = o.chains === undefined ? n : intOf(o.chains, 'chains', 1);
   const k = intOf(o.k, 'k', 1);
   const restartAfterMs = intOf(o['restart-after-ms'], 'restart-after-ms');
-  const secret = secretOf(o.secret as string | undefined);
+  const secret = clusterSecretOf(o);
+  const transport = transportOf(o);
   const cluster = o.cluster as string;
   const say = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 23)}] ${line}`);
   const dataDir = path.resolve(o.data as string);
@@ -457,7 +505,7 @@ async function runCluster(argv: string[]): Promise<void> {
     for (let i = 1; i <= managerCount; i++) managerSeeds.push({ node: i === 1 ? 'manager' : `manager${i}`, address: `127.0.0.1:${await freeUdpPort()}` });
   } else {
     const store = storeOrFail(() => openConfigStore(storeUrl, { cluster, dataDir }));
-    const manager = await ClusterManager.bind({ cluster, secret, store, chains, k, log: say });
+    const manager = await ClusterManager.bind({ cluster, secret, transport, store, chains, k, log: say });
     inProcess = { manager, store };
     managerSeeds.push(manager.seed);
   }
@@ -470,6 +518,7 @@ async function runCluster(argv: string[]): Promise<void> {
       dataDir: path.resolve(dataDir, id),
       cluster,
       secret,
+      transport,
       port,
       gossipSeeds: managerSeeds,
       configStore: etcd ? storeUrl : undefined,
@@ -502,6 +551,7 @@ async function runCluster(argv: string[]): Promise<void> {
       nodes,
       cluster,
       secret,
+      transport,
       chains,
       k,
       configStore: storeUrl,
@@ -523,7 +573,29 @@ async function runCluster(argv: string[]): Promise<void> {
   );
 }
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { node: runNode, manager: runManager, local: runLocal, cluster: runCluster, reconfigure: runReconfigure, status: runStatus };
+const keysHelp = `usage: ADAMA_CLUSTER_SECRET=... npm run chain -- keys [--cluster C] [--role peer|admin|client|gossip]
+
+Prints the role keys derived from the cluster secret (ADAMA_CLUSTER_SECRET or --secret) as
+environment lines, ADAMA_<ROLE>_KEY=..., all four or only --role's. Hand each process only
+what it needs: a node all four, a manager admin and gossip, a proxy or client the client key.`;
+
+async function runKeys(argv: string[]): Promise<void> {
+  const o = parse(argv, { role: { type: 'string' } }, keysHelp);
+  const role = o.role as string | undefined;
+  if (role !== undefined && !(keyRoles as readonly string[]).includes(role)) fail(`--role is one of ${keyRoles.join(', ')}`);
+  const keys = deriveKeyring(clusterSecretOf(o), o.cluster as string);
+  for (const r of keyRoles) if (role === undefined || role === r) console.log(`${envName(r)}=${keys[r]}`);
+}
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = {
+  node: runNode,
+  manager: runManager,
+  local: runLocal,
+  cluster: runCluster,
+  reconfigure: runReconfigure,
+  status: runStatus,
+  keys: runKeys,
+};
 
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname);
 if (isMain) {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { nodeStatus, type ClientOptions } from '../client/tcp.ts';
+import { deriveKeyring, onlyRoles } from '../runtime/credentials.ts';
 import { type EtcdServer, startEtcd } from './etcd-server.ts';
 import { freeUdpPort, type ManagerProcess, type NodeProcess, spawnManager, spawnNode } from './processes.ts';
 
@@ -71,8 +72,14 @@ export class EtcdCluster {
     return this.options.cluster ?? 'local';
   }
 
+  /** Credentials of the client role only. */
   get clientOptions(): ClientOptions {
-    return { cluster: this.cluster, secret: this.options.secret };
+    return { cluster: this.cluster, keys: onlyRoles(deriveKeyring(this.options.secret, this.cluster), ['client']) };
+  }
+
+  /** Credentials of the admin role only (status). */
+  get adminOptions(): ClientOptions {
+    return { cluster: this.cluster, keys: onlyRoles(deriveKeyring(this.options.secret, this.cluster), ['admin']) };
   }
 
   get addresses(): string[] {
@@ -154,7 +161,7 @@ export class EtcdCluster {
 
   /** Every chain has k members that all run its newest epoch (as the nodes report it). */
   async healthy(): Promise<boolean> {
-    const statuses = (await Promise.all(this.addresses.map((a) => nodeStatus(a, this.clientOptions).catch(() => undefined)))).filter((s) => s !== undefined);
+    const statuses = (await Promise.all(this.addresses.map((a) => nodeStatus(a, this.adminOptions).catch(() => undefined)))).filter((s) => s !== undefined);
     const newest = new Map<string, { epoch: number; members: string[] }>();
     for (const st of statuses) for (const c of st.chains) if (c.epoch > (newest.get(c.chain)?.epoch ?? 0)) newest.set(c.chain, { epoch: c.epoch, members: c.members.map((m) => m.node) });
     if (newest.size < this.options.chains) return false;

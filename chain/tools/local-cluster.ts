@@ -10,13 +10,16 @@ import { ClusterManager, type ClusterEvent } from '../control/cluster-manager.ts
 import { EmbeddedConfigStore } from '../control/embedded-store.ts';
 import { catchingUp } from '../control/decisions.ts';
 import { chainIds, chainOf } from '../control/placement.ts';
+import { deriveKeyring, onlyRoles, type Transport } from '../runtime/credentials.ts';
 import { spawnNode, type NodeProcess } from './processes.ts';
 
 export interface LocalClusterOptions {
   readonly nodes: number;
   readonly chains: number;
   readonly k: number;
+  /** The cluster secret: each process started gets only the role keys it needs, derived from it. */
   readonly secret: string;
+  readonly transport?: Transport;
   readonly cluster?: string;
   readonly log?: (line: string) => void;
   /** Keep data here (kept after stop) instead of a temporary directory (removed after stop). */
@@ -42,15 +45,26 @@ export class LocalCluster {
     const dir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), 'adama-cluster-'));
     // The embedded configuration store, in the data directory: a restart (SIGKILL included) continues at the next epoch.
     const store = EmbeddedConfigStore.open(path.join(dir, 'manager', 'config-store.json'));
-    const manager = await ClusterManager.bind({ cluster, secret: options.secret, store, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
+    const manager = await ClusterManager.bind({ cluster, secret: options.secret, transport: options.transport, store, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
     const c = new LocalCluster(options, manager, dir, events, store);
     for (let i = 1; i <= options.nodes; i++) await c.startNode(`n${i}`);
     await manager.start([...c.processes.values()].map((p) => ({ node: p.id, address: p.address })));
     return c;
   }
 
+  /** Credentials of the client role only (a proxy, a load generator): no configure, no full state. */
   get clientOptions(): ClientOptions {
-    return { cluster: this.options.cluster ?? 'local', secret: this.options.secret };
+    return this.roleOptions('client');
+  }
+
+  /** Credentials of the admin role only (status with states, the forward delay). */
+  get adminOptions(): ClientOptions {
+    return this.roleOptions('admin');
+  }
+
+  private roleOptions(role: 'client' | 'admin'): ClientOptions {
+    const cluster = this.options.cluster ?? 'local';
+    return { cluster, keys: onlyRoles(deriveKeyring(this.options.secret, cluster), [role]), transport: this.options.transport };
   }
 
   get addresses(): string[] {
@@ -64,6 +78,7 @@ export class LocalCluster {
       dataDir: path.join(this.dir, id),
       cluster: this.options.cluster ?? 'local',
       secret: this.options.secret,
+      transport: this.options.transport,
       port: this.ports.get(id) ?? 0,
       gossipSeeds: [this.manager.seed],
       onLog: (line) => this.options.log?.(line),
@@ -77,7 +92,7 @@ export class LocalCluster {
   async setForwardDelay(ms: number): Promise<void> {
     await Promise.all(
       this.addresses.map(async (address) => {
-        const admin = await AdminClient.connect(address, { ...this.clientOptions, connectTimeoutMs: 500 }).catch(() => undefined);
+        const admin = await AdminClient.connect(address, { ...this.adminOptions, connectTimeoutMs: 500 }).catch(() => undefined);
         try {
           await admin?.control(ms);
         } finally {
@@ -112,7 +127,7 @@ export class LocalCluster {
       if (config.members.some((m) => states.get(m.node) !== 'alive')) return false;
     }
     for (const config of this.manager.configs.values()) {
-      const infos = await Promise.all(config.members.map((m) => chainInfo(m.address, config.chain, { ...this.clientOptions, connectTimeoutMs: 500, requestTimeoutMs: 1_000 }).catch(() => undefined)));
+      const infos = await Promise.all(config.members.map((m) => chainInfo(m.address, config.chain, { ...this.adminOptions, connectTimeoutMs: 500, requestTimeoutMs: 1_000 }).catch(() => undefined)));
       const caughtUp = new Map<string, number>();
       for (const [i, m] of config.members.entries()) {
         const info = infos[i];

@@ -72,7 +72,7 @@ run('killing the leading manager under load: a standby leads within 2 s, nothing
     for (const ms of takeovers) t.true(ms <= 2_000, `a standby led within 2 s (took ${ms} ms)`);
     // Every acknowledged add is in the final state of the head (and no more were applied than sent).
     await cluster.waitHealthy(20_000);
-    const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.clientOptions, { includeState: true })));
+    const statuses = await Promise.all(cluster.addresses.map((a) => nodeStatus(a, cluster.adminOptions, { includeState: true })));
     // The head of the newest epoch (a node that was removed while it was down may still believe its old epoch).
     const newest = Math.max(...statuses.map((s) => s.chains.find((c) => c.chain === 'c1')?.epoch ?? 0));
     const head = statuses.map((s) => s.chains.find((c) => c.chain === 'c1')).find((c) => c?.epoch === newest && (c.role === 'head' || c.role === 'single'));

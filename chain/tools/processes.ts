@@ -8,6 +8,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { deriveKeyring, keyEnv, onlyRoles, type Transport } from '../runtime/credentials.ts';
+
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), 'cli.ts');
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -15,7 +17,9 @@ export interface NodeProcessOptions {
   id: string;
   dataDir: string;
   cluster: string;
+  /** The cluster secret: the node gets its four role keys, derived from it, not the secret. */
   secret: string;
+  transport?: Transport;
   /** 0: any free port (the address is read from the child's first line). */
   port?: number;
   syncWrites?: boolean;
@@ -40,12 +44,12 @@ export interface NodeProcess {
 }
 
 export async function spawnNode(options: NodeProcessOptions): Promise<NodeProcess> {
-  const args = [cli, 'node', '--id', options.id, '--data', options.dataDir, '--cluster', options.cluster, '--port', String(options.port ?? 0)];
+  const args = [cli, 'node', '--id', options.id, '--data', options.dataDir, '--cluster', options.cluster, '--port', String(options.port ?? 0), '--transport', options.transport ?? 'tls'];
   if (options.syncWrites === false) args.push('--no-sync');
   if (options.forwardDelayMs !== undefined) args.push('--forward-delay-ms', String(options.forwardDelayMs));
   if (options.gossipSeeds !== undefined) args.push('--gossip-seeds', options.gossipSeeds.map((s) => `${s.node}=${s.address}`).join(','));
   if (options.configStore !== undefined) args.push('--config-store', options.configStore);
-  const p = await spawnCli(`node ${options.id}`, args, { ...options.env, ADAMA_CLUSTER_SECRET: options.secret }, options.startTimeoutMs, {
+  const p = await spawnCli(`node ${options.id}`, args, { ...options.env, ...keyEnv(deriveKeyring(options.secret, options.cluster)) }, options.startTimeoutMs, {
     stderr: (line) => options.onLog?.(`${options.id}! ${line}`),
     stdout: (line) => options.onLog?.(`${options.id}: ${line}`),
   });
@@ -63,7 +67,9 @@ async function spawnCli(
   startTimeoutMs = 20_000,
   on: { stderr: (line: string) => void; stdout: (line: string, listening: boolean) => void },
 ): Promise<{ address: string; child: ChildProcess; exited: Promise<number | null>; kill(signal?: NodeJS.Signals): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A child gets only the credentials given here, never the parent's.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'ADAMA_CLUSTER_SECRET' && !/^ADAMA_[A-Z]+_KEY$/.test(name)));
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit').then(([code]) => code as number | null);
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', on.stderr);
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
@@ -120,7 +126,9 @@ export interface ManagerProcessOptions {
   name: string;
   nodes: readonly { node: string; address: string }[];
   cluster: string;
+  /** The cluster secret: the manager gets the admin and gossip keys derived from it, not the secret. */
   secret: string;
+  transport?: Transport;
   chains: number;
   k: number;
   configStore: string;
@@ -160,9 +168,11 @@ export async function spawnManager(options: ManagerProcessOptions): Promise<Mana
     options.configStore,
     '--port',
     String(options.port ?? 0),
+    '--transport',
+    options.transport ?? 'tls',
   ];
   if (options.dataDir !== undefined) args.push('--data', options.dataDir);
-  const p = await spawnCli(`manager ${options.name}`, args, { ADAMA_CLUSTER_SECRET: options.secret }, options.startTimeoutMs, {
+  const p = await spawnCli(`manager ${options.name}`, args, keyEnv(onlyRoles(deriveKeyring(options.secret, options.cluster), ['admin', 'gossip'])), options.startTimeoutMs, {
     stderr: (line) => options.onLog?.(`${options.name}! ${line}`),
     // After its listening line, each line is an event (leadership, configurations).
     stdout: (line, listening) => (listening ? options.onEvent?.(line) : options.onLog?.(`${options.name}: ${line}`)),

@@ -18,12 +18,13 @@ export interface ToolManagerOptions extends ClientOptions {
 
 /** A started manager loop that decides only when asked (remove, add) and pushes until acknowledged. */
 export function toolManager(configs: readonly ChainConfig[], options: ToolManagerOptions): ManagerLoop {
-  const loop = new ManagerLoop({ net: new TcpNet({ cluster: options.cluster, secret: options.secret }), clock: systemClock }, configs, {
+  const loop = new ManagerLoop({ net: new TcpNet({ cluster: options.cluster, secret: options.secret, keys: options.keys, transport: options.transport }), clock: systemClock }, configs, {
     k: options.k,
     nodes: options.nodes,
     membership: 'external',
     cluster: options.cluster,
-    secret: options.secret,
+    // A tool loop does not gossip.
+    secret: '',
     address: '',
     random: Math.random,
     requestTimeoutMs: options.requestTimeoutMs ?? 3_000,

@@ -19,8 +19,7 @@ function storeAfter(batches: readonly Batch[]): Map<string, RecoveredChain> {
   return recovery.finish();
 }
 
-const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain, bugs: Bugs = noBugs): Replica =>
-  new Replica(node, 'c1', 'test-cluster', recovered, { limits, now: 1_000, bugs });
+const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain, bugs: Bugs = noBugs): Replica => new Replica(node, 'c1', recovered, { limits, now: 1_000, bugs });
 const fullStatus = { includeState: true, includeDigests: true, docsMax: 1_000 };
 
 interface Sent {

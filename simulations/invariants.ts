@@ -179,6 +179,11 @@ export class Checker implements Observer {
   /** Privacy, on what the browser tab receives: every value must be in the tab's viewer's view of the frame's basis. */
   tabFrame(tab: Tab, update: ViewUpdate): void {
     this.viewFramesChecked++;
+    for (const text of this.entropyTexts.get(update.doc) ?? []) {
+      if (update.json.includes(text) || update.confirmedJson.includes(text)) {
+        throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received a ${update.kind} frame of ${update.doc} at seq ${update.seq} that shows the document's secret entropy`);
+      }
+    }
     const basis = this.bases.get(frameKey(update));
     if (basis === undefined) throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received a ${update.kind} frame of ${update.doc} that no head sent to ${update.viewer}`);
     const type = findDocumentType(basis.docType);
@@ -193,14 +198,6 @@ export class Checker implements Observer {
       if (leaks.length > 0)
         throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received from ${basis.node} a ${what} frame of ${update.doc} at seq ${update.seq} with ${leaks.join('; ')}`);
     };
-    for (const text of this.entropyTexts.get(update.doc) ?? []) {
-      if (update.json.includes(text) || update.confirmedJson.includes(text)) {
-        throw new ViolationError(
-          'privacy',
-          `${tab.name} (${tab.viewer}) received from ${basis.node} a ${update.kind} frame of ${update.doc} at seq ${update.seq} that shows the document's secret entropy`,
-        );
-      }
-    }
     if (update.kind === 'confirmed') check(update.json, basis.confirmed, 'confirmed');
     else check(update.json, basis.speculative, update.kind);
     if (update.kind === 'full') check(update.confirmedJson, basis.confirmed, 'full (confirmed part)');

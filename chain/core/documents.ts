@@ -133,7 +133,8 @@ export class Documents {
     const doc: Doc = {
       id,
       type,
-      entropy,
+      // A copy: bytes decoded from a frame may share (and would pin) the whole frame's buffer.
+      entropy: Uint8Array.from(entropy),
       state: type.createState(),
       appliedSeq: 0,
       snapshotSeq: 0,

@@ -214,8 +214,9 @@ function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
     // Making one up here would give each replica a different one (and other shuffles after a
     // failover); the chain's copy is lost with the old format.
     throw new OldStore(
-      `${where}: the document has no entropy: this data directory was written by an earlier version of adama-chain (before per-document entropy). ` +
-        'Delete the data directory and start the node again: it rejoins its chain and takes the documents by state transfer from a replica written by this version (or start a new cluster, if every node has such a directory)',
+      `${where}: the document has no entropy, so this data directory was written by an earlier version of adama-chain (before per-document entropy), which this one cannot take over safely. ` +
+        'Delete the data directory and start the node again: it rejoins its chain and gets each document, with its entropy, by state transfer from a replica written by this version. ' +
+        "If every replica's directory is that old, the documents cannot be kept: delete them all and start a new cluster.",
     );
   }
   let state: JsonObject;

@@ -94,9 +94,9 @@ export interface ChannelContext<E extends string> {
   readonly now: number;
   /** Who sent the message. */
   readonly viewer: Viewer;
-  /** A float in [0, 1) from the document's seeded PRNG. */
+  /** A float in [0, 1) from the document's PRNG (keyed by its secret entropy: random.ts). */
   random(): number;
-  /** An integer in [0, bound) from the document's seeded PRNG. */
+  /** An integer in [0, bound) from the document's PRNG (keyed by its secret entropy: random.ts). */
   randomInt(bound: number): number;
   /** Rejects the message with a typed error: the state is left unchanged. */
   reject(code: E, message: string): never;

@@ -6,6 +6,7 @@ import { cardTable, chat, counter, documentTypes } from './documents/index.ts';
 import { execute, type Envelope, type Execution } from './execute.ts';
 import { canonicalize, jsonEqual, type JsonObject } from './json.ts';
 import { apply } from './patch.ts';
+import { documentRandom, seededRandom } from './random.ts';
 import { v } from './validate.ts';
 import { runMoves, type Move } from './workloads.ts';
 
@@ -119,6 +120,18 @@ test('ctx.random is seeded by (doc, seq, entropy); ctx.now is the envelope times
   let room = execute(chat, chat.initial, envelope('join', {}), 'e').state;
   room = execute(chat, room, { ...envelope('say', { text: 'hi' }, 'alice', 2), timestamp: 42 }, 'e').state;
   t.deepEqual(room.messages, { m000000000000: { at: 42, from: 'alice', text: 'hi' } });
+});
+
+test('ctx.random is keyed by the entropy bytes (HMAC-SHA256(entropy, doc | seq)), not by anything a client knows', (t) => {
+  let state = cardTable.initial;
+  for (const [i, viewer] of ['alice', 'bob'].entries()) state = execute(cardTable, state, envelope('sit', {}, viewer, i + 1), 'e').state;
+  const deal = (entropy: Uint8Array | string) => JSON.stringify(execute(cardTable, state, envelope('start', {}, 'alice', 3), entropy).state.deck);
+  const key = new Uint8Array(32).map((_, i) => (i * 37 + 11) & 255);
+  t.is(deal(key), deal(Uint8Array.from(key)), 'the same key, the same shuffle');
+  t.not(deal(key), deal(key.map((b, i) => (i === 31 ? b ^ 1 : b))), 'one bit of the key changes the shuffle');
+  t.is(deal('walkthrough'), deal(new TextEncoder().encode('walkthrough')), 'text is its UTF-8 bytes');
+  // Unkeyed text seeding (tools only) is not what documents get.
+  t.not(documentRandom('doc-1', 3, 'sim-cluster').next(), seededRandom('doc-1', 3, 'sim-cluster').next());
 });
 
 // ---------------------------------------------------------------------------------------------

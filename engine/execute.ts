@@ -1,6 +1,8 @@
 // Deterministic execution of one message against a document state.
 //
 // execute(type, state, envelope, entropy) -> { redo, undo, outcome, state }
+// - entropy is the document's secret key (random.ts): ctx.random draws from
+//   HMAC-SHA256(entropy, doc | seq), computed only when the handler first draws.
 // - The same state (by value) and envelope always give byte-identical redo and undo.
 // - Bad input (unknown channel, invalid or oversized payload) and handler failures give a
 //   typed error outcome with empty redo and undo: the state is unchanged.
@@ -13,7 +15,7 @@ import { AnswerError } from './errors.ts';
 import type { ChannelContext, DocumentType, Viewer } from './document.ts';
 import { canonicalize, cloneJson, deepFreeze, isObject, isPlainJson, jsonEqual, JsonError, utf8Length, type Json, type JsonObject } from './json.ts';
 import { apply, applyInPlace, change } from './patch.ts';
-import { seededRandom, type Random } from './random.ts';
+import { documentRandom, type DocumentEntropy, type Random } from './random.ts';
 import { sealGlobals } from './seal.ts';
 import { ValidationError } from './validate.ts';
 
@@ -69,7 +71,7 @@ class Rejection extends AnswerError {
   }
 }
 
-export function execute(type: DocumentType, state: JsonObject, envelope: Envelope, entropy: string, options: ExecuteOptions = {}): Execution {
+export function execute(type: DocumentType, state: JsonObject, envelope: Envelope, entropy: DocumentEntropy, options: ExecuteOptions = {}): Execution {
   assert(isObject(state), 'execute: state must be an object');
   assert(Number.isSafeInteger(envelope.seq) && envelope.seq >= 1, () => `execute: bad seq ${envelope.seq}`);
   assert(Number.isSafeInteger(envelope.timestamp), () => `execute: bad timestamp ${envelope.timestamp}`);
@@ -119,8 +121,8 @@ export function execute(type: DocumentType, state: JsonObject, envelope: Envelop
     seq: envelope.seq,
     now: envelope.timestamp,
     viewer: envelope.viewer,
-    random: () => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).next(),
-    randomInt: (bound) => (random ??= seededRandom(envelope.doc, envelope.seq, entropy)).int(bound),
+    random: () => (random ??= documentRandom(envelope.doc, envelope.seq, entropy)).next(),
+    randomInt: (bound) => (random ??= documentRandom(envelope.doc, envelope.seq, entropy)).int(bound),
     reject: (code, message) => {
       rejection ??= new Rejection(String(typeof code === 'string' ? code : ''), typeof message === 'string' ? message : '');
       throw rejection;

@@ -24,6 +24,7 @@ export {
 export { LimitError } from './errors.ts';
 export { execute, type Envelope, type Execution, type Outcome } from './execute.ts';
 export { canonicalize, canonicalJson, jsonEqual, type Json, type JsonObject } from './json.ts';
+export { documentRandom, type DocumentEntropy, type Random } from './random.ts';
 export { apply, change, compose, diff, PatchError, type Change, type Patch } from './patch.ts';
 export { Speculation, type CommittedDelta, type Pending, type Transition } from './speculation.ts';
 export { v, ValidationError, type Infer, type Validator } from './validate.ts';

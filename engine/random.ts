@@ -1,11 +1,23 @@
-// The only randomness document code can reach: a PRNG seeded from (doc, seq, entropy).
-// The entropy is a per-document secret chosen once when the document is created and persisted
-// with it, so every replica draws the same numbers for the same message and clients cannot
-// predict shuffles from the document name and seq alone.
+// The only randomness document code can reach: documentRandom, a PRNG seeded from
+// HMAC-SHA256(entropy, doc | seq). The entropy is a per-document secret key: 32 random bytes
+// made by the head that creates the document, replicated with it (the envelope of seq 1,
+// catch-ups) and persisted in its record, and never shown to a viewer. Every replica draws the
+// same numbers for the same message, and a client that knows the cluster id, the document id
+// and every seq still cannot predict a shuffle: without the key, the seed is a MAC it cannot
+// compute.
 //
-// Seeding: cyrb128 over the three values; generator: sfc32 (both public domain, 32-bit).
+// Generator: sfc32 (public domain, 32-bit) on the first 16 bytes of the MAC.
+// seededRandom (cyrb128 over plain text) is not keyed: tools use it for reproducible fault
+// schedules from a printed seed; document code never gets it.
 
+import { createHmac } from 'node:crypto';
 import { assert } from './assert.ts';
+
+/**
+ * A document's secret key: 32 random bytes in a chain (chain/core/documents.ts makes them).
+ * Text is taken as its UTF-8 bytes (tests, benchmarks and the walkthrough name a key).
+ */
+export type DocumentEntropy = Uint8Array | string;
 
 export interface Random {
   /** A float in [0, 1). */
@@ -37,8 +49,19 @@ function cyrb128(text: string): [number, number, number, number] {
   return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0];
 }
 
-export function seededRandom(doc: string, seq: number, entropy: string): Random {
-  let [a, b, c, d] = cyrb128(`${doc}\u0000${seq}\u0000${entropy}`);
+/** The PRNG of message `seq` of document `doc`: ctx.random and ctx.randomInt draw from it. */
+export function documentRandom(doc: string, seq: number, entropy: DocumentEntropy): Random {
+  const mac = createHmac('sha256', entropy).update(`${doc}\u0000${seq}`).digest();
+  return sfc32(mac.readUInt32LE(0), mac.readUInt32LE(4), mac.readUInt32LE(8), mac.readUInt32LE(12));
+}
+
+/** An unkeyed PRNG from text (tools' reproducible schedules; predictable by anyone who knows the text). */
+export function seededRandom(doc: string, seq: number, text: string): Random {
+  const [a, b, c, d] = cyrb128(`${doc}\u0000${seq}\u0000${text}`);
+  return sfc32(a, b, c, d);
+}
+
+function sfc32(a: number, b: number, c: number, d: number): Random {
   const next = (): number => {
     a |= 0;
     b |= 0;

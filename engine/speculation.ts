@@ -12,6 +12,7 @@ import { LimitError } from './errors.ts';
 import { isObject, jsonEqual, type JsonObject } from './json.ts';
 import { execute, type Envelope, type Execution, type Outcome } from './execute.ts';
 import { apply, diff, type Patch } from './patch.ts';
+import type { DocumentEntropy } from './random.ts';
 
 export interface Pending {
   readonly seq: number;
@@ -46,7 +47,11 @@ export class Speculation {
     readonly type: DocumentType,
     confirmed: JsonObject,
     confirmedSeq: number,
-    readonly entropy: string,
+    /**
+     * The document's secret key (random.ts), or a function that gives it when a message runs:
+     * a head's view may start before its document (and so its entropy) exists.
+     */
+    readonly entropy: DocumentEntropy | (() => DocumentEntropy),
     /** Bound on messages executed speculatively and not yet committed. */
     readonly queueDepthMax = 1024,
   ) {
@@ -90,7 +95,7 @@ export class Speculation {
       throw new LimitError('queueDepthMax', this.queueDepthMax, `speculation queue of ${envelope.doc} is full`);
     }
     assert(envelope.seq > this.lastSeq, () => `Speculation.push: seq ${envelope.seq} is not after ${this.lastSeq}`);
-    const execution = execute(this.type, this.speculative, envelope, this.entropy);
+    const execution = execute(this.type, this.speculative, envelope, this.key());
     this.pending.push({ seq: envelope.seq, envelope, execution });
     return execution;
   }
@@ -154,13 +159,17 @@ export class Speculation {
     return { before, after: this.confirmedState, dropped, rebased: false, rollback: diff(before, this.confirmedState) };
   }
 
+  private key(): DocumentEntropy {
+    return typeof this.entropy === 'function' ? this.entropy() : this.entropy;
+  }
+
   private reexecuteFrom(index: number): void {
     let state = index === 0 ? this.confirmedState : (this.pending[index - 1] as Pending).execution.state;
     for (let i = index; i < this.pending.length; i++) {
       const entry = this.pending[i] as Pending;
       let execution: Execution;
       if (entry.envelope !== undefined) {
-        execution = execute(this.type, state, entry.envelope, this.entropy);
+        execution = execute(this.type, state, entry.envelope, this.key());
       } else {
         // Executed by the chain already: its delta applies as it is on the new base.
         const next = apply(entry.execution.redo, state);

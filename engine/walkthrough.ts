@@ -14,7 +14,9 @@ const usage = `Usage: npm start [-- --entropy TEXT]
 Walks through one card-table round as a chain head and tail would run it, printing what
 each viewer (alice and bob play, eve watches) is sent.
 
-  --entropy TEXT   the document's secret seed (default "walkthrough"); changes the shuffle
+  --entropy TEXT   the document's secret key, as text (default "walkthrough"); changes the
+                   shuffle. A chain makes 32 random bytes per document instead and never
+                   shows them to a viewer.
   --help           show this help`;
 
 const argv = process.argv.slice(2);
@@ -68,7 +70,7 @@ for (const viewer of viewers) {
   console.log(`  ${viewer}: ${show(confirmed.join(viewer))}`);
 }
 
-say('alice and bob sit down; alice starts a round (the deck is shuffled with the seeded PRNG)');
+say("alice and bob sit down; alice starts a round (the deck is shuffled with the document's keyed PRNG)");
 send('alice', 'sit', {});
 send('bob', 'sit', {});
 send('alice', 'start', {});

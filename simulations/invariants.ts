@@ -5,15 +5,18 @@
 //                     lease: a head without a lease holds no waiter and no subscription once it
 //                        has run for a tick (a removed head stops serving within its lease)
 //   every frame       5. privacy: no frame a browser tab receives, speculative ones included,
-//                        holds a value its viewer may not see (engine/documents/secrets.ts)
+//                        holds a value its viewer may not see (engine/documents/secrets.ts),
+//                        nor its document's entropy (hex or base64)
 //                     8. durable reads: a confirmed view (full or patch) shows only a seq durable
 //                        on every caught-up live member; linearizable reads: a full view shows at
 //                        least every seq acknowledged before its subscribe was sent
-//   at the end        1. no acknowledged message is lost
+//   at the end        agreement on entropy: every replica holds each document with an entropy
+//                        a head made for it (the one its envelope of seq 1 carried)
+//                     1. no acknowledged message is lost
 //                     2. exactly once (and a message refused for good is never applied)
 //                     4. determinism: every logged delta is the execution of a message the head
 //                        sequenced, and the state is the replay of the log
-//   at quiescence     3. replica agreement: identical state, appliedSeq and log
+//   at quiescence     3. replica agreement: identical entropy, state, appliedSeq and log
 //                     subscriptions: the heads hold exactly one subscription per open tab
 //                     6. convergence: each open tab's speculative = confirmed = view(final state)
 //   after healing     7. liveness: everything settles within a bounded time; no message sent
@@ -83,6 +86,10 @@ export class Checker implements Observer {
   private readonly acceptedConfigs = new Map<string, { node: string; encoded: string; names: string }>();
   /** Every envelope a head sequenced, by (doc, seq, clientId, clientSeq). A seq can be sequenced again after a head fails. */
   private readonly sequencedAs = new Map<string, WireEnvelope[]>();
+  /** Per document: the entropies heads created it with (hex; more than one when a head failed before its seq 1 reached anyone). */
+  private readonly entropies = new Map<string, Set<string>>();
+  /** The same, as the texts a leak would show them in (hex and base64). */
+  private readonly entropyTexts = new Map<string, string[]>();
   /** What each view frame was computed from, by its content. */
   private readonly bases = new Map<string, Basis>();
   /** Per document: acknowledgements in time order, with the highest seq so far. */
@@ -115,6 +122,18 @@ export class Checker implements Observer {
   }
 
   private sequenced(envelope: WireEnvelope): void {
+    if (envelope.seq === 1 && envelope.entropy !== undefined) {
+      const bytes = Buffer.from(envelope.entropy);
+      const hex = bytes.toString('hex');
+      let set = this.entropies.get(envelope.doc);
+      if (set === undefined) this.entropies.set(envelope.doc, (set = new Set()));
+      if (!set.has(hex)) {
+        set.add(hex);
+        const texts = this.entropyTexts.get(envelope.doc) ?? [];
+        texts.push(hex, hex.toUpperCase(), bytes.toString('base64').replace(/=+$/, ''), bytes.toString('base64url'));
+        this.entropyTexts.set(envelope.doc, texts);
+      }
+    }
     const key = identity(envelope.doc, envelope.seq, envelope.clientId, envelope.clientSeq);
     const list = this.sequencedAs.get(key);
     const copy = { ...envelope };
@@ -160,6 +179,11 @@ export class Checker implements Observer {
   /** Privacy, on what the browser tab receives: every value must be in the tab's viewer's view of the frame's basis. */
   tabFrame(tab: Tab, update: ViewUpdate): void {
     this.viewFramesChecked++;
+    for (const text of this.entropyTexts.get(update.doc) ?? []) {
+      if (update.json.includes(text) || update.confirmedJson.includes(text)) {
+        throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received a ${update.kind} frame of ${update.doc} at seq ${update.seq} that shows the document's secret entropy`);
+      }
+    }
     const basis = this.bases.get(frameKey(update));
     if (basis === undefined) throw new ViolationError('privacy', `${tab.name} (${tab.viewer}) received a ${update.kind} frame of ${update.doc} that no head sent to ${update.viewer}`);
     const type = findDocumentType(basis.docType);
@@ -323,6 +347,7 @@ export class Checker implements Observer {
       const acked = ackedRecords(world, chain);
       const replayed = new Map<string, Replayed>();
       for (const replica of judged) {
+        this.checkEntropy(chain, replica);
         this.checkOnce(world, chain, replica);
         this.checkAcked(acked, replica);
         this.checkDeterminism(replica, replayed);
@@ -339,6 +364,20 @@ export class Checker implements Observer {
     }
     this.checkSubscriptions(world);
     this.checkConvergence(world);
+  }
+
+  /** Agreement on entropy: each document's is one a head created it with (a replica that made up its own would shuffle differently once it executes). */
+  checkEntropy(chain: string, replica: Replica): void {
+    for (const doc of replica.docs.values()) {
+      const hex = Buffer.from(doc.entropy).toString('hex');
+      const made = this.entropies.get(doc.id);
+      if (made?.has(hex) !== true) {
+        throw new ViolationError(
+          'agreement',
+          `${replica.node} holds ${doc.id} (chain ${chain}) with an entropy no head created it with (${made === undefined ? 'no head sequenced its seq 1' : `heads made ${made.size}`}): it does not agree with the chain on the document's randomness`,
+        );
+      }
+    }
   }
 
   private checkOnce(world: World, chain: string, replica: Replica): void {
@@ -379,7 +418,8 @@ export class Checker implements Observer {
   private checkDeterminism(replica: Replica, replayed: Map<string, Replayed>): void {
     for (const doc of replica.documents()) {
       const peek = replica.peek(doc);
-      if (peek === undefined || peek.logFrom !== 1) continue; // replay needs the whole log
+      const entropy = replica.docs.get(doc)?.entropy; // one a head made (checkEntropy ran first)
+      if (peek === undefined || entropy === undefined || peek.logFrom !== 1) continue; // replay needs the whole log
       const earlier = replayed.get(doc);
       if (earlier !== undefined && sameDeltas(earlier.log, peek.log)) {
         if (canonicalJson(peek.state) !== earlier.stateJson) throw new ViolationError('determinism', `${replica.node}'s state of ${doc} differs from the replay of its log`);
@@ -390,7 +430,7 @@ export class Checker implements Observer {
         const candidates = this.sequencedAs.get(identity(doc, delta.seq, delta.clientId, delta.clientSeq)) ?? [];
         let next: JsonObject | undefined;
         for (const envelope of candidates) {
-          const execution = execute(peek.type, state, engineEnvelope(envelope), 'sim-cluster');
+          const execution = execute(peek.type, state, engineEnvelope(envelope), entropy);
           if (JSON.stringify(execution.redo) === delta.redoJson && JSON.stringify(execution.outcome) === delta.outcomeJson) {
             next = execution.state;
             break;
@@ -427,6 +467,7 @@ export class Checker implements Observer {
         const sa = first.docs.get(doc);
         const sb = other.docs.get(doc);
         if (a === undefined || b === undefined || sa === undefined || sb === undefined) continue;
+        if (Buffer.compare(sa.entropy, sb.entropy) !== 0) fail(`${doc} has another entropy on each`);
         if (sa.appliedSeq !== sb.appliedSeq) fail(`${doc} applied ${sa.appliedSeq} vs ${sb.appliedSeq}`);
         if (canonicalJson(a.state) !== canonicalJson(b.state)) fail(`${doc} states differ at seq ${sa.appliedSeq}`);
         // Each replica compacts on its own schedule: compare the log entries both still hold.

@@ -323,6 +323,10 @@ function corruptFrame(frame: Frame, which: number): { field: string; refused: bo
       const c = frame.catchup.docs[0];
       if (c === undefined) return undefined;
       const d = c.deltas[0];
+      if (which === 7) {
+        c.entropy = c.entropy.subarray(0, 16);
+        return { field: 'an entropy of 16 bytes', refused: true };
+      }
       if (which === 0 && c.snapshotSeq > 0) {
         c.dedupeJson = '[["cl1",[[1,1,"{}",0]]]]';
         return { field: 'a dedupe entry whose outcome is not an outcome', refused: true };
@@ -337,6 +341,12 @@ function corruptFrame(frame: Frame, which: number): { field: string; refused: bo
     case 'forward': {
       const e = frame.forward.envelopes[0];
       if (e === undefined) return undefined;
+      if (e.seq === 1 && which >= 6) {
+        // The envelope that creates the document: without its entropy, or with a short one.
+        if (which === 6) delete e.entropy;
+        else e.entropy = (e.entropy ?? new Uint8Array(32)).subarray(0, 31);
+        return { field: which === 6 ? 'no entropy on seq 1' : 'an entropy of 31 bytes', refused: true };
+      }
       switch (which % 4) {
         case 0:
           e.docType = 'no-such-type';

@@ -157,6 +157,7 @@ export class NodeProcess extends SimProcess {
         : undefined,
       configStore: settings.nodesCheckStore === true ? world.store.clientFor(this) : undefined,
       random: () => world.rng.next(),
+      randomBytes: (n) => world.randomBytes(n),
       bugs: world.bugs,
       observe: (chain) => world.observer.replicaObserver(name, chain),
       log: world.traceLogs ? (line) => world.note(`${name}: ${line}`) : undefined,

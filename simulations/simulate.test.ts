@@ -31,6 +31,7 @@ const expected: Record<PlantedBug, InvariantName | readonly InvariantName[]> = {
   'session-stays-on-timeout': 'liveness',
   'write-without-cas': 'configurations',
   'node-trusts-pushes': 'configurations',
+  'entropy-per-replica': 'agreement',
 };
 
 /** Runs allowed to find each bug, and runs allowed to shrink what was found. */

@@ -68,6 +68,8 @@ export class World {
   now = 0;
   events = 0;
   readonly rng: Prng;
+  /** The nodes' source of document entropy: seeded, so a run replays, and apart from rng, so faults and schedules do not move with it. */
+  private readonly entropyRng: Prng;
   readonly net: SimNetwork;
   readonly nodes: NodeProcess[] = [];
   readonly proxies: ProxyProcess[] = [];
@@ -99,6 +101,7 @@ export class World {
     readonly bugs: Bugs,
   ) {
     this.rng = new Prng(settings.seed);
+    this.entropyRng = new Prng(settings.seed ^ 0x2545f491);
     this.chainList = chainIds(settings.chains.length);
     this.traceLogs = traceLogsDefault;
     this.net = new SimNetwork(this, settings.frameBytesMax);
@@ -173,6 +176,13 @@ export class World {
   note(line: string): void {
     this.trace.push(`${this.now.toFixed(1)}ms ${line}`);
     if (this.trace.length > traceLinesMax) this.trace.splice(0, this.trace.length - traceLinesMax);
+  }
+
+  /** `n` bytes for a node's randomBytes (each new document's entropy). */
+  randomBytes(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.entropyRng.int(256);
+    return out;
   }
 
   /** Notes that the current event runs code of `proc`. */

@@ -65,6 +65,7 @@ test('the LRU order after recovery is the order in memory, whatever the clientSe
   for (const [i, [client, clientSeq]] of uses.entries()) table.remember(client, [clientSeq, i + 1, '{"ok":true}', i], store, { ...limits, dedupeClientsMax: 10 }, noBugs);
   // Recovery reads the store in key order, as a LevelDB iterator gives it: by client, then clientSeq.
   store.put('c!c1!d!d1!meta', JSON.stringify({ docType: 'counter', appliedSeq: 0, snapshotSeq: 0, logFrom: 1 }));
+  store.put('c!c1!d!d1!e', JSON.stringify('00'.repeat(32))); // every document's entropy (store.ts)
   const recovery = new Recovery();
   for (const key of [...store.entries.keys()].sort()) recovery.add(key, store.entries.get(key) as string);
   const recovered = recovery.finish().get('c1')?.docs.get('d1')?.dedupe;

@@ -12,7 +12,8 @@ import { DedupeTable, type DedupeLimits } from './dedupe.ts';
 import type { GroupCommit } from './durability.ts';
 import type { WireDelta, WireEnvelope } from './frames.ts';
 import type { Bugs } from './planted.ts';
-import { keys, type DedupeEntry, type RecoveredDoc } from './store.ts';
+import { entropyRecord, keys, type DedupeEntry, type RecoveredDoc } from './store.ts';
+import { isEntropy } from './validate.ts';
 
 export interface DocumentLimits extends DedupeLimits {
   /** Documents one replica holds (all are kept in memory). */
@@ -26,6 +27,12 @@ export interface DocumentLimits extends DedupeLimits {
 export interface Doc {
   readonly id: string;
   readonly type: DocumentType;
+  /**
+   * The document's secret entropy, the key of its PRNG (engine/random.ts): made by the head
+   * that created it, taken from the envelope of seq 1 or a catch-up everywhere else, the same
+   * on every replica, persisted once (keys.entropy), never in a view.
+   */
+  readonly entropy: Uint8Array;
   /** State at appliedSeq, changed in place (the head keeps its own persistent copies for views). */
   state: JsonObject;
   appliedSeq: number;
@@ -81,7 +88,7 @@ export class Documents {
   }
 
   adopt(r: RecoveredDoc): Doc {
-    const doc = this.blank(r.doc, r.type);
+    const doc = this.blank(r.doc, r.type, r.entropy);
     doc.state = r.state;
     doc.appliedSeq = r.meta.appliedSeq;
     doc.snapshotSeq = r.meta.snapshotSeq;
@@ -96,8 +103,13 @@ export class Documents {
     return doc;
   }
 
-  /** The document, created (and its meta written) when missing; a rejection reason otherwise. */
-  obtain(id: string, typeName: string): Doc | { code: string; message: string } {
+  /**
+   * The document, created (its entropy and meta written) when missing; a rejection reason
+   * otherwise. `entropy` is what a new one gets: the head's fresh bytes, or what the frame
+   * that creates it here carries; without it a missing document is refused (the frame does
+   * not create it). The caller compares an existing document's entropy with a frame's.
+   */
+  obtain(id: string, typeName: string, entropy: Uint8Array | undefined): Doc | { code: string; message: string } {
     if (!idPattern.test(id)) return { code: 'invalid_doc', message: `document ids match ${idPattern}` };
     const type = findDocumentType(typeName);
     if (type === undefined) return { code: 'unknown_doc_type', message: `no document type ${JSON.stringify(typeName)}` };
@@ -109,15 +121,20 @@ export class Documents {
     if (this.docs.size >= this.limits.documentsMax) {
       return { code: 'too_many_documents', message: `documentsMax (${this.limits.documentsMax}) reached on chain ${this.chain}` };
     }
-    const doc = this.blank(id, type);
+    if (entropy === undefined) return { code: 'no_entropy', message: `document ${id} does not exist here, and what created it elsewhere (seq 1 or a catch-up, with its entropy) did not come first` };
+    const doc = this.blank(id, type, entropy);
+    this.writes.put(keys.entropy(this.chain, id), entropyRecord(doc.entropy));
     this.writeMeta(doc);
     return doc;
   }
 
-  private blank(id: string, type: DocumentType): Doc {
+  private blank(id: string, type: DocumentType, entropy: Uint8Array): Doc {
+    assert(isEntropy(entropy), () => `Documents: the entropy of ${id} is not 32 bytes`);
     const doc: Doc = {
       id,
       type,
+      // A copy: bytes decoded from a frame may share (and would pin) the whole frame's buffer.
+      entropy: Uint8Array.from(entropy),
       state: type.createState(),
       appliedSeq: 0,
       snapshotSeq: 0,
@@ -137,11 +154,16 @@ export class Documents {
     this.writes.put(keys.meta(this.chain, doc.id), JSON.stringify({ docType: doc.type.name, appliedSeq: doc.appliedSeq, snapshotSeq: doc.snapshotSeq, logFrom: doc.logFrom }));
   }
 
-  /** Appends a sequenced envelope to the queue (a write). */
+  /** Appends a sequenced envelope to the queue (a write). Seq 1 carries the document's entropy (the stored copy does not: keys.entropy has it). */
   enqueue(doc: Doc, envelope: WireEnvelope): void {
     this.version++;
     assert(envelope.seq === lastSeqOf(doc) + 1, () => `enqueue: seq ${envelope.seq} does not follow ${lastSeqOf(doc)} on ${doc.id}`);
-    this.writes.put(keys.queue(this.chain, doc.id, envelope.seq), JSON.stringify(envelope));
+    const creates = envelope.seq === 1;
+    assert(
+      creates ? envelope.entropy !== undefined && sameBytes(envelope.entropy, doc.entropy) : (envelope.entropy?.length ?? 0) === 0,
+      () => `enqueue: ${doc.id}@${envelope.seq} does not carry the entropy as seq ${creates ? '1 must' : '> 1 must not'}`,
+    );
+    this.writes.put(keys.queue(this.chain, doc.id, envelope.seq), JSON.stringify(creates ? { ...envelope, entropy: undefined } : envelope));
     doc.queue.push(envelope);
     doc.queueBatch.push(this.writes.open);
     if (envelope.clientId !== '') doc.queued.set(clientKey(envelope.clientId, envelope.clientSeq), envelope.seq);
@@ -218,6 +240,14 @@ export class Documents {
     doc.dedupe.forgetAll(this.writes);
     this.writes.del(keys.snapshot(this.chain, doc.id));
     this.writes.del(keys.meta(this.chain, doc.id));
+    this.writes.del(keys.entropy(this.chain, doc.id));
     this.docs.delete(doc.id);
   }
+}
+
+/** Two byte strings are equal (entropies: not secret from this node, so no constant time needed). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

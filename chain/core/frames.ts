@@ -32,6 +32,12 @@ export interface WireEnvelope {
   payloadJson: string;
   clientId: string;
   clientSeq: number;
+  /**
+   * With seq 1 only (the envelope that creates the document): the document's entropy, 32
+   * random bytes made by the head that created it (documents.ts). Absent on every other
+   * envelope: the replicas hold it from then on.
+   */
+  entropy?: Uint8Array;
 }
 /** The result of executing one message at the tail. */
 export interface WireDelta {
@@ -61,6 +67,8 @@ export interface DocCatchup {
   snapshotJson: string;
   dedupeJson: string;
   deltas: WireDelta[];
+  /** The document's entropy (32 bytes), in every piece: a receiver without the document creates it with this. */
+  entropy: Uint8Array;
 }
 /** Starts an epoch's sync on a link; `more`: further Attach frames of the same sync follow. */
 export interface Attach {

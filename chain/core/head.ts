@@ -11,7 +11,9 @@
 // - Subscriptions are counted one by one (a viewer may watch through several connections and
 //   tabs); an unsubscribe names the subscription (its requestId on its connection).
 // - A document exists once its first message is accepted; a subscription to a document that
-//   does not exist yet watches its initial state and creates nothing.
+//   does not exist yet watches its initial state and creates nothing. Creating it makes its
+//   entropy (fresh random bytes, replica.ts); its envelope of seq 1 carries them down the
+//   chain. Views and speculation execute with the document's entropy and never show it.
 // - Without a lease (replica.ts) the head fails its waiters and ends its subscriptions with
 //   retryable errors; clients resend (the dedupe table makes that safe) and resubscribe.
 
@@ -156,8 +158,8 @@ export class Head {
     }
     if (!r.commit.hasRoom(2)) return r.clientFailure(to, s.requestId, 'busy', `node ${r.node} has too many actions waiting for its disk; retry shortly`, true);
 
-    // Accepted: the document exists from now on.
-    const obtained = existing ?? r.docs.obtain(s.doc, s.docType);
+    // Accepted: the document exists from now on, with a secret entropy of its own.
+    const obtained = existing ?? r.docs.obtain(s.doc, s.docType, r.newEntropy());
     assert('state' in obtained, 'submit: the document could not be created after the checks');
     const doc = obtained as Doc;
     const view = this.views.get(doc.id);
@@ -173,6 +175,8 @@ export class Head {
       clientId: s.clientId,
       clientSeq: s.clientSeq,
     };
+    // The envelope that creates the document on the other replicas carries its entropy.
+    if (envelope.seq === 1) envelope.entropy = doc.entropy;
     this.wait(doc.id, envelope.seq, { to, requestId: s.requestId, duplicate: false });
     this.speculate(doc, envelope);
     r.sequence(doc, envelope);
@@ -355,18 +359,25 @@ export class Head {
    * applied but not committed yet, those deltas and the queue then speculated on top. Undefined
    * when the log no longer holds the undo it needs (the caller retries).
    */
-  private createView(_docId: string, type: DocumentType, doc: Doc | undefined): HeadView | undefined {
+  private createView(docId: string, type: DocumentType, doc: Doc | undefined): HeadView | undefined {
     const r = this.r;
     const bound = 2 * r.limits.docQueueDepthMax + 2;
+    // Read when a message runs: a view of a document that does not exist yet has no entropy
+    // until its first message creates the document (submit, before it speculates).
+    const entropy = (): Uint8Array => {
+      const current = r.docs.get(docId);
+      assert(current !== undefined, () => `Head: speculating on ${docId}, which does not exist`);
+      return current.entropy;
+    };
     let speculation: Speculation;
     if (doc === undefined) {
-      speculation = new Speculation(type, deepFreeze(type.createState()), 0, r.entropy, bound);
+      speculation = new Speculation(type, deepFreeze(type.createState()), 0, entropy, bound);
     } else {
       const from = r.bugs.has('undurable-reads') ? doc.appliedSeq : Math.min(doc.committedSeq, doc.appliedSeq);
       if (from < doc.appliedSeq && from + 1 < doc.logFrom) return undefined;
       const base = cloneJson(doc.state);
       for (let seq = doc.appliedSeq; seq > from; seq--) applyInPlace(parseObject((doc.log[seq - doc.logFrom] as WireDelta).undoJson) as JsonObject, base);
-      speculation = new Speculation(type, deepFreeze(base), from, r.entropy, bound);
+      speculation = new Speculation(type, deepFreeze(base), from, entropy, bound);
       for (let seq = from + 1; seq <= doc.appliedSeq; seq++) {
         const d = doc.log[seq - doc.logFrom] as WireDelta;
         speculation.pushApplied(seq, { redo: parseObject(d.redoJson) as JsonObject, undo: parseObject(d.undoJson) as JsonObject, outcome: JSON.parse(d.outcomeJson) as Outcome });

@@ -47,6 +47,9 @@ export const plantedBugNames = [
   'write-without-cas',
   /** A node accepts a pushed configuration without checking that the store holds it. */
   'node-trusts-pushes',
+  // Per-document entropy (issue 15):
+  /** A replica that gets a document from a peer makes its own entropy instead of adopting the replicated one. */
+  'entropy-per-replica',
 ] as const;
 
 export type PlantedBug = (typeof plantedBugNames)[number];

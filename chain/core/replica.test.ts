@@ -3,12 +3,14 @@
 // the protocol logic in isolation; cluster.test.ts runs the same code as real processes.
 
 import test from 'ava';
-import { canonicalJson } from '../../engine/json.ts';
+import { cardTable, type CardTableState } from '../../engine/documents/card-table.ts';
+import { execute } from '../../engine/execute.ts';
+import { canonicalJson, type JsonObject } from '../../engine/json.ts';
 import type { ChainConfig } from './config.ts';
-import type { Frame, Member } from './frames.ts';
+import type { Frame, Member, WireEnvelope } from './frames.ts';
 import { noBugs, type Bugs } from './planted.ts';
 import { Replica, type ClientRef, type ReplicaLimits } from './replica.ts';
-import { Recovery, type Batch, type RecoveredChain } from './store.ts';
+import { CorruptStore, keys, OldStore, Recovery, type Batch, type RecoveredChain } from './store.ts';
 
 /** What a store holds after `batches` were written in order (the durable ones). */
 function storeAfter(batches: readonly Batch[]): Map<string, RecoveredChain> {
@@ -19,8 +21,7 @@ function storeAfter(batches: readonly Batch[]): Map<string, RecoveredChain> {
   return recovery.finish();
 }
 
-const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain, bugs: Bugs = noBugs): Replica =>
-  new Replica(node, 'c1', 'test-cluster', recovered, { limits, now: 1_000, bugs });
+const replica = (node: string, limits: Partial<ReplicaLimits> = {}, recovered?: RecoveredChain, bugs: Bugs = noBugs): Replica => new Replica(node, 'c1', recovered, { limits, now: 1_000, bugs });
 const fullStatus = { includeState: true, includeDigests: true, docsMax: 1_000 };
 
 interface Sent {
@@ -110,6 +111,11 @@ class Bench {
 
   submit(node: string, requestId: number, doc: string, by: number, clientId = 'client-1', clientSeq = requestId): void {
     this.replica(node).submit(7, { requestId, chain: 'c1', doc, docType: 'counter', channel: 'add', payloadJson: JSON.stringify({ by }), clientId, clientSeq, viewer: 'alice' }, this.now);
+  }
+
+  /** A message of any document type (submit sends counter adds). */
+  send(node: string, requestId: number, doc: string, docType: string, channel: string, payload: unknown, viewer: string, clientId = viewer, clientSeq = requestId): void {
+    this.replica(node).submit(7, { requestId, chain: 'c1', doc, docType, channel, payloadJson: JSON.stringify(payload), clientId, clientSeq, viewer }, this.now);
   }
 
   acks(): Map<number, { seq: number; duplicate: boolean }> {
@@ -452,4 +458,266 @@ test('a state transfer at the head re-sends full views and keeps the subscriptio
   t.deepEqual(fulls, [11, 12, 11, 12], 'each subscriber gets a fresh full view');
   t.is(r.head.subscriptionCount, 2, 'nodeSubscriptionsMax is enforced on this counter');
   t.is([...r.head.subscriptions().values()].flat().length, 2);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Per-document entropy (issue 15)
+
+const hexOf = (bytes: Uint8Array | undefined): string => (bytes === undefined ? 'none' : Buffer.from(bytes).toString('hex'));
+const entropyOf = (bench: Bench, node: string, doc: string): string => hexOf(bench.replica(node).docs.get(doc)?.entropy);
+
+/** alice and bob (and more) sit at `doc`, sending to the head n1 from request id `from`. */
+function seat(bench: Bench, doc: string, players: readonly string[], from: number): void {
+  for (const [i, player] of players.entries()) {
+    bench.send('n1', from + i, doc, 'card-table', 'sit', {}, player);
+    bench.pump();
+  }
+}
+
+/** What `start` at `doc` deals when run on `state` with `entropy`: the expected continuation of the shuffle. */
+function dealt(doc: string, seq: number, state: JsonObject, entropy: Uint8Array): CardTableState {
+  const envelope = { doc, seq, timestamp: 0, viewer: 'alice', channel: 'start', payload: {} };
+  return execute(cardTable, structuredClone(state), envelope, entropy).state as CardTableState;
+}
+
+test('entropy: each new document gets 32 fresh bytes at the head, and every replica adopts them from the envelope of seq 1', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  seat(bench, 'table-a', ['alice', 'bob'], 1);
+  seat(bench, 'table-b', ['alice', 'bob'], 3);
+  const a = entropyOf(bench, 'n1', 'table-a');
+  t.is(a.length, 64);
+  t.not(a, entropyOf(bench, 'n1', 'table-b'), 'two documents share an entropy');
+  for (const node of ['n2', 'n3']) {
+    t.is(entropyOf(bench, node, 'table-a'), a);
+    t.is(entropyOf(bench, node, 'table-b'), entropyOf(bench, 'n1', 'table-b'));
+  }
+  const digests = bench.digests(['n1', 'n2', 'n3']);
+  t.is(digests[0], digests[1]);
+  t.is(digests[0], digests[2]);
+  t.regex(digests[0] ?? '', /"entropyDigest":"[0-9a-f]{16}"/);
+});
+
+test('entropy: it survives recovery from disk and reaches joiners by catch-up (snapshot and deltas), where the shuffle continues the same', (t) => {
+  const small = { deltaLogEntriesMax: 2, deltaLogKeepEntries: 2, docQueueDepthMax: 2 };
+  const bench = new Bench([]);
+  for (const node of ['n1', 'n2', 'n3']) bench.replicas.set(node, replica(node, small));
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  seat(bench, 'table-snap', ['alice', 'bob', 'carol'], 1); // 3 messages: compacted, a joiner needs a snapshot
+  seat(bench, 'table-log', ['alice', 'bob'], 4); // 2 messages: a joiner gets the deltas
+  seat(bench, 'table-disk', ['alice', 'bob'], 6);
+  const docs = ['table-snap', 'table-log', 'table-disk'];
+  const made = new Map(docs.map((doc) => [doc, bench.replica('n1').docs.get(doc)?.entropy as Uint8Array]));
+
+  // Recovery: n2 restarts from what it wrote.
+  const recovered = storeAfter(bench.batches.get('n2') ?? []).get('c1');
+  for (const doc of docs) t.is(hexOf(recovered?.docs.get(doc)?.entropy), hexOf(made.get(doc)), `${doc}: n2's store lost the entropy`);
+  bench.replicas.set('n2', replica('n2', small, recovered));
+  for (const doc of docs) t.is(entropyOf(bench, 'n2', doc), hexOf(made.get(doc)));
+
+  // n3 joins as tail: table-snap by snapshot, the others by deltas.
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.replica('n2').linkUp(bench.now);
+  bench.pump();
+  const joined = (bench.replica('n3').status(fullStatus) as { docs: { doc: string; snapshotSeq: number; logFrom: number }[] }).docs;
+  t.deepEqual(
+    joined.map((d) => [d.doc, d.snapshotSeq > 0]),
+    [
+      ['table-disk', false],
+      ['table-log', false],
+      ['table-snap', true],
+    ],
+  );
+  for (const doc of docs) t.is(entropyOf(bench, 'n3', doc), hexOf(made.get(doc)), `${doc}: the joiner holds another entropy`);
+
+  // The joiner executes the deals as tail: the same shuffle the creating head's entropy gives.
+  const before = new Map(docs.map((doc) => [doc, structuredClone(bench.replica('n1').peek(doc)?.state as JsonObject)]));
+  bench.send('n1', 10, 'table-snap', 'card-table', 'start', {}, 'alice');
+  bench.send('n1', 11, 'table-log', 'card-table', 'start', {}, 'alice');
+  bench.pump();
+  t.deepEqual(bench.failures(), []);
+  for (const [doc, seq] of [
+    ['table-snap', 4],
+    ['table-log', 3],
+  ] as const) {
+    const state = bench.replica('n3').peek(doc)?.state as CardTableState;
+    t.is(state.phase, 'playing');
+    t.deepEqual(state, dealt(doc, seq, before.get(doc) as JsonObject, made.get(doc) as Uint8Array), `${doc}: the joiner dealt another shuffle`);
+  }
+
+  // n3 restarts from its own disk and runs alone: it deals table-disk as the creating head's entropy says.
+  const own = storeAfter(bench.batches.get('n3') ?? []).get('c1');
+  bench.replicas.set('n3', replica('n3', small, own));
+  bench.configure(['n3']);
+  bench.now += 1_100; // past any lease n3 passed on
+  for (const r of bench.replicas.values()) r.tick(bench.now);
+  bench.pump();
+  t.true(bench.replica('n3').ready);
+  bench
+    .replica('n3')
+    .submit(7, { requestId: 12, chain: 'c1', doc: 'table-disk', docType: 'card-table', channel: 'start', payloadJson: '{}', clientId: 'alice', clientSeq: 12, viewer: 'alice' }, bench.now);
+  bench.pump();
+  t.is(bench.acks().get(12)?.seq, 3);
+  t.deepEqual(bench.replica('n3').peek('table-disk')?.state, dealt('table-disk', 3, before.get('table-disk') as JsonObject, made.get('table-disk') as Uint8Array));
+});
+
+test('entropy: no frame a client receives (full, speculative and confirmed views, acks) shows it', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  const head = bench.replica('n1');
+  for (const [i, viewer] of ['alice', 'bob', 'eve'].entries()) head.subscribe(20 + i, { requestId: 100 + i, chain: 'c1', doc: 'table', docType: 'card-table', viewer }, bench.now);
+  seat(bench, 'table', ['alice', 'bob'], 1);
+  bench.send('n1', 3, 'table', 'card-table', 'start', {}, 'alice');
+  bench.pump();
+  bench.send('n1', 4, 'table', 'card-table', 'draw', {}, 'alice');
+  bench.pump();
+  // A late subscriber's full view is computed from the log and the queue.
+  head.subscribe(30, { requestId: 200, chain: 'c1', doc: 'table', docType: 'card-table', viewer: 'bob' }, bench.now);
+  bench.pump();
+  const views = bench.clientFrames.filter((c) => c.frame.kind === 'viewUpdate').map((c) => (c.frame.kind === 'viewUpdate' ? c.frame.viewUpdate : undefined));
+  const kinds = new Set(views.map((v) => v?.kind));
+  t.deepEqual([...kinds].sort(), ['confirmed', 'full', 'speculative'], 'the game did not produce every kind of view frame');
+  t.true(
+    views.some((v) => v?.viewer === 'alice' && /"hand":\["[2-9AKQJT][SHDC]"/.test(v.json)),
+    'no frame shows alice her dealt hand',
+  );
+  const entropy = head.docs.get('table')?.entropy;
+  if (entropy === undefined) return t.fail('no document');
+  const bytes = Buffer.from(entropy);
+  const texts = [
+    bytes.toString('hex'),
+    bytes.toString('hex').toUpperCase(),
+    bytes.toString('base64').replace(/=+$/, ''),
+    bytes.toString('base64url'),
+    JSON.stringify([...bytes]),
+    JSON.stringify(entropy),
+  ];
+  for (const { frame } of bench.clientFrames) {
+    const text = JSON.stringify(frame);
+    for (const leak of texts) t.false(text.includes(leak), `a ${frame.kind} frame shows the entropy`);
+  }
+});
+
+test('entropy: a first message that is refused still creates the document with one entropy everywhere', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  bench.send('n1', 1, 'table', 'card-table', 'start', {}, 'alice'); // not seated: refused by the handler, at seq 1
+  bench.pump();
+  t.is(bench.acks().get(1)?.seq, 1);
+  const outcome = bench.clientFrames.find((c) => c.frame.kind === 'ack');
+  t.regex(outcome?.frame.kind === 'ack' ? outcome.frame.ack.outcomeJson : '', /not_seated/);
+  t.is(entropyOf(bench, 'n1', 'table').length, 64);
+  t.is(entropyOf(bench, 'n2', 'table'), entropyOf(bench, 'n1', 'table'));
+});
+
+test('entropy: a head that fails before seq 1 reached anyone takes it along; the next head creates the document with new bytes, and the chain agrees', (t) => {
+  const bench = new Bench(['n1', 'n2', 'n3']);
+  bench.configure(['n1', 'n2', 'n3']);
+  bench.pump();
+  bench.send('n1', 1, 'table', 'card-table', 'sit', {}, 'alice', 'client-1', 1);
+  const lost = entropyOf(bench, 'n1', 'table');
+  bench.replica('n1').drain(); // the forward dies with n1
+  bench.configure(['n2', 'n3']);
+  bench.pump();
+  bench.now += 1_100;
+  for (const r of bench.replicas.values()) r.tick(bench.now);
+  bench.pump();
+  bench.send('n2', 2, 'table', 'card-table', 'sit', {}, 'alice', 'client-1', 1); // the client's resend
+  bench.pump();
+  t.is(bench.acks().get(2)?.seq, 1);
+  const fresh = entropyOf(bench, 'n2', 'table');
+  t.is(fresh.length, 64);
+  t.not(fresh, lost);
+  t.is(entropyOf(bench, 'n3', 'table'), fresh);
+});
+
+/** A forward of one envelope from n1 to n2, as n1 sent it, with `change` applied. */
+function forwardWith(bench: Bench, change: (e: WireEnvelope) => WireEnvelope): Frame {
+  const frame = bench
+    .replica('n1')
+    .drain()
+    .succ.find((f) => f.kind === 'forward');
+  if (frame?.kind !== 'forward') throw new Error('n1 forwarded nothing');
+  return { ...frame, forward: { ...frame.forward, envelopes: frame.forward.envelopes.map(change) } };
+}
+
+test('entropy: a peer that sends a wrong one is refused (typed rejection), and nothing is created', (t) => {
+  const cases: [string, (e: WireEnvelope) => WireEnvelope, string][] = [
+    ['no entropy on seq 1', ({ entropy: _, ...e }) => e, 'invalid_frame'],
+    ['31 bytes', (e) => ({ ...e, entropy: new Uint8Array(31) }), 'invalid_frame'],
+    ['33 bytes', (e) => ({ ...e, entropy: new Uint8Array(33) }), 'invalid_frame'],
+    ['not bytes', (e) => ({ ...e, entropy: 'x'.repeat(32) as unknown as Uint8Array }), 'invalid_frame'],
+    ['entropy on seq 2', (e) => ({ ...e, seq: 2 }), 'invalid_frame'],
+    ['seq 2 of a document this node lacks', ({ entropy: _, ...e }) => ({ ...e, seq: 2 }), 'protocol_error'],
+  ];
+  for (const [what, change, code] of cases) {
+    const bench = new Bench(['n1', 'n2']);
+    bench.configure(['n1', 'n2']);
+    bench.pump();
+    bench.send('n1', 1, 'table', 'card-table', 'sit', {}, 'alice');
+    const rejection = bench.replica('n2').fromPred(forwardWith(bench, change), 'n1', bench.now);
+    t.is(rejection?.code, code, what);
+    t.deepEqual(bench.replica('n2').documents(), [], `${what}: the document was created anyway`);
+  }
+  // A document held here with another entropy: the histories diverged.
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  bench.send('n1', 1, 'table', 'card-table', 'sit', {}, 'alice');
+  const sent = bench
+    .replica('n1')
+    .drain()
+    .succ.find((f) => f.kind === 'forward');
+  if (sent?.kind !== 'forward') return t.fail('n1 forwarded nothing');
+  t.is(bench.replica('n2').fromPred(sent, 'n1', bench.now), undefined);
+  const other: Frame = { ...sent, forward: { ...sent.forward, envelopes: sent.forward.envelopes.map((e) => ({ ...e, entropy: new Uint8Array(32).fill(7) })) } };
+  t.is(bench.replica('n2').fromPred(other, 'n1', bench.now)?.code, 'protocol_error', 'a resend of seq 1 with another entropy');
+  t.is(entropyOf(bench, 'n2', 'table'), entropyOf(bench, 'n1', 'table'));
+});
+
+test('entropy: a catch-up piece with a wrong-length or another entropy is refused', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1']);
+  bench.pump();
+  seat(bench, 'table', ['alice', 'bob'], 1);
+  const doc = bench.replica('n1').docs.get('table');
+  if (doc === undefined) return t.fail('no document');
+  bench.configure(['n1', 'n2']);
+  const joiner = bench.replica('n2');
+  // Let the Attach be answered, then feed catch-ups by hand.
+  bench.pump({ until: () => bench.delivered.includes('n2>n1:sync') });
+  const piece = { doc: 'table', docType: 'card-table', snapshotSeq: 0, snapshotJson: '', dedupeJson: '', deltas: doc.log.slice(), entropy: doc.entropy };
+  const catchup = (entropy: Uint8Array): Frame => ({ kind: 'catchup', catchup: { chain: 'c1', epoch: bench.config.epoch, docs: [{ ...piece, entropy }] } });
+  t.is(joiner.fromPred(catchup(new Uint8Array(16)), 'n1', bench.now)?.code, 'invalid_frame');
+  t.deepEqual(joiner.documents(), []);
+  t.is(joiner.fromPred(catchup(doc.entropy), 'n1', bench.now), undefined);
+  t.is(entropyOf(bench, 'n2', 'table'), hexOf(doc.entropy));
+  t.is(joiner.fromPred(catchup(new Uint8Array(32)), 'n1', bench.now)?.code, 'protocol_error');
+});
+
+test('entropy: a store written before per-document entropy is refused at open, saying to delete the data directory', (t) => {
+  const bench = new Bench(['n1']);
+  bench.configure(['n1']);
+  bench.pump();
+  seat(bench, 'table', ['alice'], 1);
+  const store = new Map<string, string>();
+  for (const batch of bench.batches.get('n1') ?? []) for (const op of batch.ops) op.type === 'put' ? store.set(op.key, op.value) : store.delete(op.key);
+  t.true(store.has(keys.entropy('c1', 'table')));
+  const recover = (entries: Map<string, string>) => () => {
+    const recovery = new Recovery();
+    for (const key of [...entries.keys()].sort()) recovery.add(key, entries.get(key) as string);
+    return recovery.finish();
+  };
+  t.notThrows(recover(store));
+  const old = new Map(store);
+  old.delete(keys.entropy('c1', 'table'));
+  const error = t.throws(recover(old), { instanceOf: OldStore });
+  t.regex(error?.message ?? '', /doc table: the document has no entropy, so this data directory was written by an earlier version/);
+  t.regex(error?.message ?? '', /Delete the data directory/);
+  const damaged = new Map(store).set(keys.entropy('c1', 'table'), JSON.stringify('abcd'));
+  t.throws(recover(damaged), { instanceOf: CorruptStore, message: /entropy is not 32 bytes/ });
 });

@@ -43,21 +43,28 @@
 //   two heads never serve at once. A single-node chain needs no lease: it cannot be removed.
 // - Peer frames are input: every field is validated (validate.ts) and a bad one is a typed
 //   rejection that closes that link only.
+// - Entropy: each document has a secret key for its PRNG (engine/random.ts), 32 bytes from
+//   options.randomBytes made by the head (or single node) that creates it. It travels only
+//   where the document does: in the envelope of seq 1 (which creates it on every replica that
+//   lacks it) and in every catch-up piece. A replica adopts it where it first gets the
+//   document and refuses a frame that names another one for it (histories diverged); it is
+//   persisted once and never reaches a client. A head that fails before seq 1 reached anyone
+//   takes its entropy with it: the next head creates the document afresh, with new bytes.
 
 import { assert, unreachable } from '../../engine/assert.ts';
 import type { Envelope } from '../../engine/execute.ts';
 import { execute } from '../../engine/execute.ts';
 import { canonicalJson, isObject, type JsonObject } from '../../engine/json.ts';
 import { applyInPlace } from '../../engine/patch.ts';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { checkConfig, idPattern, sameMembers, type ChainConfig } from './config.ts';
-import { Documents, lastSeqOf, type Doc, type DocumentLimits } from './documents.ts';
+import { Documents, lastSeqOf, sameBytes, type Doc, type DocumentLimits } from './documents.ts';
 import { GroupCommit } from './durability.ts';
 import { failure, make, type DocCatchup, type DocSeq, type Frame, type Member, type Submit, type Subscribe, type ViewUpdate, type WireDelta, type WireEnvelope } from './frames.ts';
 import { Head } from './head.ts';
 import { noBugs, type Bugs } from './planted.ts';
 import { keys, type Batch, type ConfigRecord, type DedupeEntry, type RecoveredChain } from './store.ts';
-import { checkCatchup, checkDelta, checkDocSeq, checkEnvelope, invalid, parseJson, protocol, type Rejection } from './validate.ts';
+import { checkCatchup, checkDelta, checkDocSeq, checkEnvelope, docEntropyBytes, invalid, parseJson, protocol, type Rejection } from './validate.ts';
 
 export type { Rejection } from './validate.ts';
 
@@ -141,6 +148,11 @@ export interface ReplicaOptions {
   /** The clock at construction (a restart: see servingFrom). */
   readonly now?: number;
   readonly observer?: ReplicaObserver;
+  /**
+   * n random bytes: the entropy of each document this node creates as head. Defaults to
+   * node:crypto's randomBytes; the simulator passes bytes from its seeded PRNG (runs replay).
+   */
+  readonly randomBytes?: (n: number) => Uint8Array;
 }
 
 /** What a node knows of its chain, for the manager and for head lookups (costs no document reads). */
@@ -168,6 +180,7 @@ export class Replica {
   readonly docs: Documents;
   readonly commit: GroupCommit;
   readonly head: Head;
+  private readonly randomBytes: (n: number) => Uint8Array;
   private config: ChainConfig | undefined;
   now = 0;
 
@@ -211,8 +224,6 @@ export class Replica {
   constructor(
     readonly node: string,
     readonly chain: string,
-    /** Seeds each document's PRNG; the same on every replica of the chain. */
-    readonly entropy: string,
     recovered: RecoveredChain | undefined,
     options: ReplicaOptions = {},
   ) {
@@ -220,6 +231,7 @@ export class Replica {
     this.bugs = options.bugs ?? noBugs;
     this.observer = options.observer ?? {};
     this.now = options.now ?? 0;
+    this.randomBytes = options.randomBytes ?? randomBytes;
     assert(idPattern.test(chain), `Replica: bad chain id ${chain}`);
     assert(this.limits.deltaLogKeepEntries >= this.limits.docQueueDepthMax, 'Replica: deltaLogKeepEntries must cover docQueueDepthMax');
     assert(this.limits.deltaLogEntriesMax >= 1 && this.limits.deltaLogKeepEntries >= 1, 'Replica: log bounds must be positive');
@@ -332,6 +344,23 @@ export class Replica {
     return [...this.docs.ids()];
   }
 
+  /** A fresh entropy for a document this node creates (as head, on its first accepted message). */
+  newEntropy(): Uint8Array {
+    const bytes = this.randomBytes(docEntropyBytes);
+    assert(bytes.length === docEntropyBytes, () => `Replica: randomBytes gave ${bytes.length} bytes, not ${docEntropyBytes}`);
+    return Uint8Array.from(bytes);
+  }
+
+  /** The entropy a document created here from a peer's frame gets: the frame's (planted bug entropy-per-replica: its own). */
+  private adopted(received: Uint8Array | undefined): Uint8Array | undefined {
+    return received !== undefined && this.bugs.has('entropy-per-replica') ? this.newEntropy() : received;
+  }
+
+  /** A peer's frame names an entropy for a document held here: the same one, or the histories diverged. */
+  private entropyDiffers(doc: Doc, received: Uint8Array | undefined): boolean {
+    return received !== undefined && !sameBytes(doc.entropy, received) && !this.bugs.has('entropy-per-replica');
+  }
+
   info(): ChainInfoBody {
     return { node: this.node, chain: this.chain, epoch: this.epoch, role: this.role, members: this.members, ready: this.ready, caughtUpEpoch: this.caughtUpEpoch };
   }
@@ -359,6 +388,7 @@ export class Replica {
         if (query.includeDigests === true) {
           const last = doc.log[doc.log.length - 1];
           entry.stateDigest = digest(canonicalJson(doc.state));
+          entry.entropyDigest = createHash('sha256').update('adama-chain/entropy|').update(doc.entropy).digest('hex').slice(0, 16);
           entry.dedupeDigest = digest(doc.dedupe.digestText());
           entry.lastDeltaDigest = last === undefined ? '' : digest(JSON.stringify(last));
         }
@@ -726,9 +756,10 @@ export class Replica {
   /** The successor's answer to our Attach is complete: take what we lost, then send what it lacks. */
   private finishSync(applied: readonly DocSeq[], envelopes: readonly WireEnvelope[]): Rejection | undefined {
     // Queued messages this node lost (unsynced appends before a restart) come back first.
-    for (const envelope of envelopes) {
-      const found = this.docs.obtain(envelope.doc, envelope.docType);
-      if (!isDoc(found)) return protocol(`${found.code}: ${found.message}`);
+    for (const received of envelopes) {
+      const adopted = this.adoptEnvelope(received);
+      if ('code' in adopted) return adopted;
+      const { doc: found, envelope } = adopted;
       const last = lastSeqOf(found);
       if (envelope.seq <= found.appliedSeq) continue;
       if (envelope.seq <= last) {
@@ -818,7 +849,7 @@ export class Replica {
       }
       let first = true;
       for (const deltas of chunk(c.deltas, this.limits, deltaBytes)) {
-        pieces.push(first ? { ...c, deltas } : { doc: c.doc, docType: c.docType, snapshotSeq: 0, snapshotJson: '', dedupeJson: '', deltas });
+        pieces.push(first ? { ...c, deltas } : { doc: c.doc, docType: c.docType, snapshotSeq: 0, snapshotJson: '', dedupeJson: '', deltas, entropy: c.entropy });
         first = false;
       }
     }
@@ -885,7 +916,7 @@ export class Replica {
     const execution =
       payload === undefined
         ? { redo: {}, undo: {}, outcome: { ok: false as const, code: 'invalid_payload', message: 'the payload is not JSON text' }, state: doc.state }
-        : execute(doc.type, doc.state, engineEnvelope, this.entropy, { inPlace: true });
+        : execute(doc.type, doc.state, engineEnvelope, doc.entropy, { inPlace: true });
     const delta: WireDelta = {
       doc: doc.id,
       seq: envelope.seq,
@@ -921,9 +952,10 @@ export class Replica {
   private acceptFromPred(envelope: WireEnvelope): Rejection | undefined {
     const bad = this.valid(checkEnvelope(envelope));
     if (bad !== undefined) return bad;
-    const found = this.docs.obtain(envelope.doc, envelope.docType);
-    if (!isDoc(found)) return protocol(`${found.code}: ${found.message}`);
-    const doc = found;
+    const adopted = this.adoptEnvelope(envelope);
+    if ('code' in adopted) return adopted;
+    const doc = adopted.doc;
+    envelope = adopted.envelope;
     // Already applied here (a resend after a re-sync): the Attach answer or the back path has it.
     if (envelope.seq <= doc.appliedSeq) return undefined;
     const last = lastSeqOf(doc);
@@ -941,6 +973,22 @@ export class Replica {
     if (this.role === 'tail') this.executeAsTail(doc, envelope, false);
     else this.enqueue(doc, envelope);
     return undefined;
+  }
+
+  /**
+   * The document of a peer's envelope: held here (seq 1 must then name its entropy), or
+   * created from the envelope of seq 1 and its entropy. The envelope comes back as this node
+   * keeps it (planted bug entropy-per-replica: with the entropy it made up).
+   */
+  private adoptEnvelope(envelope: WireEnvelope): { doc: Doc; envelope: WireEnvelope } | Rejection {
+    const creating = envelope.seq === 1 ? envelope.entropy : undefined;
+    const existing = this.docs.get(envelope.doc);
+    if (existing !== undefined && this.entropyDiffers(existing, creating)) return protocol(`the entropy of ${envelope.doc} in its envelope of seq 1 differs from this node's: histories diverged`);
+    const found = this.docs.obtain(envelope.doc, envelope.docType, existing === undefined ? this.adopted(creating) : undefined);
+    if (!isDoc(found)) return protocol(`${found.code}: ${found.message}`);
+    // Planted bug entropy-per-replica only: the node keeps and passes on the entropy it made up.
+    if (creating !== undefined && !sameBytes(creating, found.entropy)) return { doc: found, envelope: { ...envelope, entropy: found.entropy } };
+    return { doc: found, envelope };
   }
 
   /** A delta coming back from the successor. */
@@ -987,7 +1035,9 @@ export class Replica {
   private applyCatchup(dc: DocCatchup, from: Side): Rejection | undefined {
     const checked = checkCatchup(dc);
     if ('problem' in checked && !this.bugs.has('unvalidated-peer-input')) return invalid(checked.problem);
-    const found = this.docs.obtain(dc.doc, dc.docType);
+    const existing = this.docs.get(dc.doc);
+    if (existing !== undefined && this.entropyDiffers(existing, dc.entropy)) return protocol(`the entropy of ${dc.doc} in a catch-up differs from this node's: histories diverged`);
+    const found = this.docs.obtain(dc.doc, dc.docType, existing === undefined ? this.adopted(dc.entropy) : undefined);
     if (!isDoc(found)) return protocol(`${found.code}: ${found.message}`);
     const doc = found;
     if (!this.commit.hasRoom(dc.deltas.length + 1)) return { code: 'busy', message: `node ${this.node} has too many actions waiting for its disk`, retryable: true };
@@ -1053,7 +1103,7 @@ export function roleOf(members: readonly Member[], node: string): Role {
 /** What a peer at `theirSeq` needs to reach this node's applied seq, or undefined. */
 function buildCatchup(doc: Doc, theirSeq: number): DocCatchup | undefined {
   if (theirSeq >= doc.appliedSeq) return undefined;
-  const base = { doc: doc.id, docType: doc.type.name };
+  const base = { doc: doc.id, docType: doc.type.name, entropy: doc.entropy };
   if (theirSeq + 1 >= doc.logFrom) return { ...base, snapshotSeq: 0, snapshotJson: '', dedupeJson: '', deltas: doc.log.slice(theirSeq + 1 - doc.logFrom) };
   return { ...base, snapshotSeq: doc.appliedSeq, snapshotJson: JSON.stringify(doc.state), dedupeJson: doc.dedupe.toJson(), deltas: [] };
 }
@@ -1095,7 +1145,7 @@ function deltaBytes(d: WireDelta): number {
 }
 
 function catchupBytes(c: DocCatchup): number {
-  let bytes = c.doc.length + c.docType.length + c.snapshotJson.length + c.dedupeJson.length + 32;
+  let bytes = c.doc.length + c.docType.length + c.snapshotJson.length + c.dedupeJson.length + c.entropy.length + 32;
   for (const d of c.deltas) bytes += deltaBytes(d);
   return bytes;
 }

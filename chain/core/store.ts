@@ -10,8 +10,10 @@
 // so "!" separates fields; seqs are 16-digit zero-padded decimals so they sort numerically):
 //
 //   c!{chain}!config                  {chain, epoch, members: [{node, address, sinceEpoch}], caughtUpEpoch, servingFrom}
+//   c!{chain}!d!{doc}!e               "hex": the document's entropy (32 bytes), written once, with its first meta
 //   c!{chain}!d!{doc}!meta            {docType, appliedSeq, snapshotSeq, logFrom}
-//   c!{chain}!d!{doc}!q!{seq}         queued envelope (sequenced, not yet applied here)
+//   c!{chain}!d!{doc}!q!{seq}         queued envelope (sequenced, not yet applied here; the
+//                                     entropy of seq 1 is not repeated there: recovery puts it back)
 //   c!{chain}!d!{doc}!l!{seq}         delta log entry {seq, redoJson, undoJson, outcomeJson, clientId, clientSeq, timestamp}
 //   c!{chain}!d!{doc}!s               snapshot {seq, stateJson}: the state after applying seq
 //   c!{chain}!d!{doc}!k!{clientId}!{clientSeq}   dedupe entry [seq, outcomeJson, timestamp]
@@ -20,7 +22,10 @@
 // - the state at appliedSeq is the snapshot (or the type's initial state when snapshotSeq is 0)
 //   with the log entries snapshotSeq+1..appliedSeq applied in order;
 // - the log holds every seq from logFrom to appliedSeq (logFrom <= snapshotSeq + 1);
-// - queue entries are appliedSeq+1, appliedSeq+2, ... with no gap.
+// - queue entries are appliedSeq+1, appliedSeq+2, ... with no gap;
+// - every document has its entropy (the entropy key and its first meta go in one batch). A
+//   document without one was written by a version before per-document entropy: recovery
+//   refuses the store (OldStore) rather than let each replica make a different one up.
 // What the store holds is the node's own past output, but a file can be damaged: recovery
 // validates and reports a CorruptStore naming the key, rather than asserting.
 
@@ -30,6 +35,7 @@ import { isObject, type JsonObject } from '../../engine/json.ts';
 import { applyInPlace } from '../../engine/patch.ts';
 import { checkConfig, type ChainConfig } from './config.ts';
 import type { WireDelta, WireEnvelope } from './frames.ts';
+import { docEntropyBytes } from './validate.ts';
 
 export type Op = { readonly type: 'put'; readonly key: string; readonly value: string } | { readonly type: 'del'; readonly key: string };
 
@@ -53,6 +59,8 @@ export interface RecoveredDoc {
   readonly doc: string;
   readonly type: DocumentType;
   readonly meta: DocMeta;
+  /** The document's secret entropy (docEntropyBytes bytes): its PRNG key. */
+  readonly entropy: Uint8Array;
   /** Mutable state at meta.appliedSeq. */
   readonly state: JsonObject;
   /** Log entries logFrom..appliedSeq, in order. */
@@ -84,6 +92,7 @@ export const seqKey = (seq: number): string => String(seq).padStart(seqDigits, '
 export const keys = {
   config: (chain: string) => `c!${chain}!config`,
   meta: (chain: string, doc: string) => `c!${chain}!d!${doc}!meta`,
+  entropy: (chain: string, doc: string) => `c!${chain}!d!${doc}!e`,
   queue: (chain: string, doc: string, seq: number) => `c!${chain}!d!${doc}!q!${seqKey(seq)}`,
   log: (chain: string, doc: string, seq: number) => `c!${chain}!d!${doc}!l!${seqKey(seq)}`,
   snapshot: (chain: string, doc: string) => `c!${chain}!d!${doc}!s`,
@@ -97,7 +106,15 @@ export class CorruptStore extends Error {
   override name = 'CorruptStore';
 }
 
-type Raw = { meta?: DocMeta; snapshot?: { seq: number; stateJson: string }; log: WireDelta[]; queue: WireEnvelope[]; dedupe: Map<string, DedupeEntry[]> };
+/** A store written by an earlier version, in a format this one cannot take over safely. */
+export class OldStore extends CorruptStore {
+  override name = 'OldStore';
+}
+
+/** The stored form of an entropy (the value of keys.entropy). */
+export const entropyRecord = (entropy: Uint8Array): string => JSON.stringify(Buffer.from(entropy.buffer, entropy.byteOffset, entropy.byteLength).toString('hex'));
+
+type Raw = { meta?: DocMeta; entropy?: Uint8Array; snapshot?: { seq: number; stateJson: string }; log: WireDelta[]; queue: WireEnvelope[]; dedupe: Map<string, DedupeEntry[]> };
 
 /** Reads a store back: `add` every entry in key order, then `finish`. */
 export class Recovery {
@@ -129,6 +146,12 @@ export class Recovery {
     switch (parts[4]) {
       case 'meta':
         entry.meta = parsed as DocMeta;
+        break;
+      case 'e':
+        if (typeof parsed !== 'string' || !/^[0-9a-f]*$/.test(parsed) || parsed.length !== 2 * docEntropyBytes) {
+          throw new CorruptStore(`${key}: the entropy is not ${docEntropyBytes} bytes of hex`);
+        }
+        entry.entropy = new Uint8Array(Buffer.from(parsed, 'hex'));
         break;
       case 's':
         entry.snapshot = parsed as { seq: number; stateJson: string };
@@ -186,6 +209,16 @@ function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
   if (meta === undefined) throw new CorruptStore(`${where}: entries without meta`);
   const type = findDocumentType(meta.docType);
   if (type === undefined) throw new CorruptStore(`${where}: unknown document type ${meta.docType}`);
+  const entropy = entry.entropy;
+  if (entropy === undefined) {
+    // Making one up here would give each replica a different one (and other shuffles after a
+    // failover); the chain's copy is lost with the old format.
+    throw new OldStore(
+      `${where}: the document has no entropy, so this data directory was written by an earlier version of adama-chain (before per-document entropy), which this one cannot take over safely. ` +
+        'Delete the data directory and start the node again: it rejoins its chain and gets each document, with its entropy, by state transfer from a replica written by this version. ' +
+        "If every replica's directory is that old, the documents cannot be kept: delete them all and start a new cluster.",
+    );
+  }
   let state: JsonObject;
   if (meta.snapshotSeq > 0) {
     const snapshot = entry.snapshot;
@@ -216,9 +249,12 @@ function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
   for (let i = 0; i < queue.length; i++) {
     if ((queue[i] as WireEnvelope).seq !== meta.appliedSeq + 1 + i) throw new CorruptStore(`${where}: queue gap at ${meta.appliedSeq + 1 + i}`);
   }
+  // The envelope that creates the document carries its entropy (documents.ts stores it once).
+  const first = queue[0];
+  if (first !== undefined && first.seq === 1) first.entropy = entropy;
   // Least recently used first: by the seq of each client's latest entry, as the replica keeps them.
   const dedupe = new Map([...entry.dedupe].sort((a, b) => latestSeq(a[1]) - latestSeq(b[1])));
-  return { doc, type, meta, state, log, queue, dedupe };
+  return { doc, type, meta, entropy, state, log, queue, dedupe };
 }
 
 /** The seq of a client's most recent entry: its place in the LRU order. */

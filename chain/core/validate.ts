@@ -30,6 +30,12 @@ export const peerJsonBytesMax = 64 * 1024 * 1024;
 const viewerBytesMax = 128;
 const channelBytesMax = 64;
 
+/** Bytes of a document's entropy (documents.ts makes it; random.ts keys the PRNG with it). */
+export const docEntropyBytes = 32;
+
+/** A document's entropy as a peer sent it: exactly docEntropyBytes bytes. */
+export const isEntropy = (e: unknown): e is Uint8Array => e instanceof Uint8Array && e.length === docEntropyBytes;
+
 const isSeq = (n: unknown, min: number): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= min;
 const isText = (s: unknown, max: number): s is string => typeof s === 'string' && s.length <= max;
 
@@ -47,6 +53,13 @@ export function checkEnvelope(e: WireEnvelope): string | undefined {
   if (!isText(e.viewer, viewerBytesMax) || e.viewer.length === 0) return `envelope ${e.doc}@${e.seq}: bad viewer`;
   if (!isText(e.channel, channelBytesMax) || e.channel.length === 0) return `envelope ${e.doc}@${e.seq}: bad channel`;
   if (!isText(e.payloadJson, peerJsonBytesMax)) return `envelope ${e.doc}@${e.seq}: bad payload`;
+  // Seq 1 creates the document on every replica that lacks it: it carries the entropy, and
+  // only it does (the protobuf decoder leaves an absent field out).
+  if (e.seq === 1) {
+    if (!isEntropy(e.entropy)) return `envelope ${e.doc}@1: the envelope that creates the document must carry its entropy of ${docEntropyBytes} bytes`;
+  } else if (e.entropy !== undefined && (!(e.entropy instanceof Uint8Array) || e.entropy.length > 0)) {
+    return `envelope ${e.doc}@${e.seq}: only the envelope of seq 1 carries the entropy`;
+  }
   return checkClient(e.clientId, e.clientSeq, `envelope ${e.doc}@${e.seq}`);
 }
 
@@ -80,6 +93,7 @@ export function checkCatchup(c: DocCatchup): { problem: string } | { state: Json
   if (!isText(c.doc, 128) || !idPattern.test(c.doc)) return { problem: 'catchup: bad doc id' };
   if (!isText(c.docType, 128) || findDocumentType(c.docType) === undefined) return { problem: `catchup ${c.doc}: unknown document type` };
   if (!isSeq(c.snapshotSeq, 0)) return { problem: `catchup ${c.doc}: bad snapshotSeq` };
+  if (!isEntropy(c.entropy)) return { problem: `catchup ${c.doc}: the entropy must be ${docEntropyBytes} bytes` };
   let expected = c.snapshotSeq > 0 ? c.snapshotSeq + 1 : 0;
   for (const d of c.deltas) {
     const problem = checkDelta(d);

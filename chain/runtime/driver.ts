@@ -5,6 +5,7 @@
 // node.ts runs it in a real process (TCP, LevelDB, timers); the simulator runs the same class
 // on its virtual network, disks and clock. All protocol decisions are the replicas'.
 
+import { randomBytes } from 'node:crypto';
 import { assert } from '../../engine/assert.ts';
 import { idPattern, sameMembers, type ChainConfig } from '../core/config.ts';
 import { failure, make, type Frame } from '../core/frames.ts';
@@ -23,7 +24,7 @@ export interface DriverOptions {
   readonly node: string;
   /** Where this node listens (host:port): its peers dial it there; its gossip goes there. */
   readonly address: string;
-  /** The cluster id: the replicas' entropy and the gossip namespace. */
+  /** The cluster id: the gossip namespace (public: every connection's Hello names it; no document's randomness depends on it). */
   readonly cluster: string;
   /** Signs gossip datagrams. */
   readonly secret: string;
@@ -42,6 +43,8 @@ export interface DriverOptions {
   readonly gossip?: { readonly seeds: readonly { node: string; address: string }[]; readonly swim?: Partial<SwimOptions>; readonly tickMs?: number };
   /** Uniform in [0, 1) (the failure detector's choices). */
   readonly random: () => number;
+  /** n random bytes: each new document's secret entropy (default node:crypto randomBytes; the simulator's are seeded). */
+  readonly randomBytes?: (n: number) => Uint8Array;
   readonly bugs?: Bugs;
   /** The configuration store it checks pushed configurations against (etcd); absent: it trusts its authenticated manager (the embedded store). */
   readonly configStore?: Pick<ConfigStore, 'get'>;
@@ -107,7 +110,13 @@ export class Driver {
   }
 
   private newReplica(chain: string, recovered: RecoveredChain | undefined): Replica {
-    return new Replica(this.options.node, chain, this.options.cluster, recovered, { limits: this.options.limits, bugs: this.bugs, now: this.io.clock.now(), observer: this.options.observe?.(chain) });
+    return new Replica(this.options.node, chain, recovered, {
+      limits: this.options.limits,
+      bugs: this.bugs,
+      now: this.io.clock.now(),
+      observer: this.options.observe?.(chain),
+      randomBytes: this.options.randomBytes ?? randomBytes,
+    });
   }
 
   /** Starts ticking, dials successors and joins the failure detector. */

@@ -5,16 +5,30 @@ import { frame, FrameReader, WireError } from './framing.ts';
 import { decodeFrame, encodeFrame, type Frame } from './wire.ts';
 
 const u64 = fc.nat({ max: Number.MAX_SAFE_INTEGER });
-const envelope = fc.record({
+const envelope = fc.record(
+  {
+    doc: fc.string(),
+    docType: fc.constantFrom('chat', 'counter'),
+    seq: u64,
+    timestamp: fc.integer({ min: 0, max: 2 ** 48 }),
+    viewer: fc.string(),
+    channel: fc.string(),
+    payloadJson: fc.json(),
+    clientId: fc.string(),
+    clientSeq: u64,
+    entropy: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+  },
+  { requiredKeys: ['doc', 'docType', 'seq', 'timestamp', 'viewer', 'channel', 'payloadJson', 'clientId', 'clientSeq'] },
+);
+const delta = fc.record({
   doc: fc.string(),
-  docType: fc.constantFrom('chat', 'counter'),
   seq: u64,
-  timestamp: fc.integer({ min: 0, max: 2 ** 48 }),
-  viewer: fc.string(),
-  channel: fc.string(),
-  payloadJson: fc.json(),
+  redoJson: fc.json(),
+  undoJson: fc.json(),
+  outcomeJson: fc.json(),
   clientId: fc.string(),
   clientSeq: u64,
+  timestamp: fc.integer({ min: 0, max: 2 ** 48 }),
 });
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   fc
@@ -32,21 +46,27 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     .record({
       chain: fc.string(),
       epoch: u64,
-      deltas: fc.array(
-        fc.record({
-          doc: fc.string(),
-          seq: u64,
-          redoJson: fc.json(),
-          undoJson: fc.json(),
-          outcomeJson: fc.json(),
-          clientId: fc.string(),
-          clientSeq: u64,
-          timestamp: fc.integer({ min: 0, max: 2 ** 48 }),
-        }),
-        { maxLength: 4 },
-      ),
+      deltas: fc.array(delta, { maxLength: 4 }),
     })
     .map((back) => ({ kind: 'back' as const, back })),
+  fc
+    .record({
+      chain: fc.string(),
+      epoch: u64,
+      docs: fc.array(
+        fc.record({
+          doc: fc.string(),
+          docType: fc.string(),
+          snapshotSeq: u64,
+          snapshotJson: fc.json(),
+          dedupeJson: fc.json(),
+          deltas: fc.array(delta, { maxLength: 2 }),
+          entropy: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        }),
+        { maxLength: 3 },
+      ),
+    })
+    .map((catchup) => ({ kind: 'catchup' as const, catchup })),
   fc
     .record({ code: fc.string(), message: fc.string(), retryable: fc.boolean(), fatal: fc.boolean(), requestId: u64, epoch: u64, hint: fc.string() })
     .map((failure) => ({ kind: 'failure' as const, failure })),
@@ -127,4 +147,17 @@ test('garbage decodes to a typed malformed_frame error or a frame, never another
   t.true(malformed > 0);
   t.is(t.throws(() => decodeFrame(Buffer.from('GET / HTTP/1.1\r\n')), { instanceOf: WireError }).code, 'malformed_frame');
   t.is(t.throws(() => decodeFrame(new Uint8Array()), { instanceOf: WireError }).message, 'malformed_frame: the frame has no body');
+});
+
+test('the entropy travels only where it is set: an envelope without one decodes without the field (and costs no bytes)', (t) => {
+  const base = { doc: 'd', docType: 'counter', seq: 2, timestamp: 1, viewer: 'v', channel: 'add', payloadJson: '{}', clientId: 'c', clientSeq: 2 };
+  const entropy = new Uint8Array(32).map((_, i) => i + 1);
+  const plain = encodeFrame({ kind: 'forward', forward: { chain: 'c1', epoch: 1, envelopes: [base] } });
+  const creating = encodeFrame({ kind: 'forward', forward: { chain: 'c1', epoch: 1, envelopes: [{ ...base, seq: 1, entropy }] } });
+  t.is(creating.length - plain.length, 2 + 32, 'the entropy costs its field header and 32 bytes, on seq 1 only');
+  const decodedPlain = decodeFrame(plain);
+  const decodedCreating = decodeFrame(creating);
+  if (decodedPlain.kind !== 'forward' || decodedCreating.kind !== 'forward') return t.fail('not a forward');
+  t.false('entropy' in (decodedPlain.forward.envelopes[0] ?? {}), 'an absent entropy decodes as a field (it would be stored with every queued envelope)');
+  t.deepEqual([...(decodedCreating.forward.envelopes[0]?.entropy ?? [])], [...entropy]);
 });

@@ -113,43 +113,43 @@ const server = await listenConnections(
   { cluster, keys: keyringOf({ cluster, secret }), transport, node: `baseline-${mode}` },
   ['client'],
   (connection) => {
-      connection.onFrame((frame) => {
-        if (frame.kind !== 'submit') {
-          connection.send(failure('protocol_error', `the baseline host serves submit only, not ${frame.kind}`, {}));
-          return;
-        }
-        const s = frame.submit;
-        const type = findDocumentType(s.docType);
-        if (type === undefined) {
-          connection.send(failure('unknown_document_type', `no document type ${s.docType}`, { requestId: s.requestId }));
-          return;
-        }
-        let doc = docs.get(s.doc);
-        const ready: Promise<Doc> =
-          doc !== undefined
-            ? Promise.resolve(doc)
-            : docs.size >= documentsMax
-              ? Promise.reject(new Error(`documentsMax (${documentsMax}) reached`))
-              : load(s.doc, type).then((d) => {
-                  doc = docs.get(s.doc) ?? d;
-                  docs.set(s.doc, doc);
-                  return doc;
-                });
-        ready.then(
-          (d) => {
-            const run = d.tail.then(() => commit(d, s.doc, s));
-            d.tail = run.then(
-              () => undefined,
-              () => undefined,
-            );
-            run.then(
-              (r) => connection.send(make('ack', { requestId: s.requestId, seq: r.seq, outcomeJson: r.outcomeJson, duplicate: false })),
-              (e: Error) => connection.send(failure('internal_error', e.message, { requestId: s.requestId, retryable: true })),
-            );
-          },
-          (e: Error) => connection.send(failure('busy', e.message, { requestId: s.requestId, retryable: true })),
-        );
-      });
+    connection.onFrame((frame) => {
+      if (frame.kind !== 'submit') {
+        connection.send(failure('protocol_error', `the baseline host serves submit only, not ${frame.kind}`, {}));
+        return;
+      }
+      const s = frame.submit;
+      const type = findDocumentType(s.docType);
+      if (type === undefined) {
+        connection.send(failure('unknown_document_type', `no document type ${s.docType}`, { requestId: s.requestId }));
+        return;
+      }
+      let doc = docs.get(s.doc);
+      const ready: Promise<Doc> =
+        doc !== undefined
+          ? Promise.resolve(doc)
+          : docs.size >= documentsMax
+            ? Promise.reject(new Error(`documentsMax (${documentsMax}) reached`))
+            : load(s.doc, type).then((d) => {
+                doc = docs.get(s.doc) ?? d;
+                docs.set(s.doc, doc);
+                return doc;
+              });
+      ready.then(
+        (d) => {
+          const run = d.tail.then(() => commit(d, s.doc, s));
+          d.tail = run.then(
+            () => undefined,
+            () => undefined,
+          );
+          run.then(
+            (r) => connection.send(make('ack', { requestId: s.requestId, seq: r.seq, outcomeJson: r.outcomeJson, duplicate: false })),
+            (e: Error) => connection.send(failure('internal_error', e.message, { requestId: s.requestId, retryable: true })),
+          );
+        },
+        (e: Error) => connection.send(failure('busy', e.message, { requestId: s.requestId, retryable: true })),
+      );
+    });
   },
   (line) => console.error(`baseline-host: ${line}`),
 );

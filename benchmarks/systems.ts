@@ -242,7 +242,11 @@ export async function openLoop(
  * `clients` closed-loop clients for `seconds`, client i writing to document `prefix-(i % docs)`
  * (counter adds); latencies in microseconds go into `h`. Returns the commit count.
  */
-export async function closedLoop(address: string, o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload; client?: ClientOptions }, h: hdr.Histogram): Promise<number> {
+export async function closedLoop(
+  address: string,
+  o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload; client?: ClientOptions },
+  h: hdr.Histogram,
+): Promise<number> {
   const workload = o.workload ?? defaultWorkload;
   const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
   const deadline = performance.now() + o.seconds * 1_000;
@@ -269,7 +273,12 @@ export async function closedLoop(address: string, o: { clients: number; docs: nu
  * `speculative`) and to the ack (in `committed`). One client per document, so the frame is
  * unambiguous. Chain heads only (the baseline hosts have no views).
  */
-export async function closedLoopWithViews(address: string, o: { clients: number; seconds: number; prefix: string; client?: ClientOptions }, speculative: hdr.Histogram, committed: hdr.Histogram): Promise<number> {
+export async function closedLoopWithViews(
+  address: string,
+  o: { clients: number; seconds: number; prefix: string; client?: ClientOptions },
+  speculative: hdr.Histogram,
+  committed: hdr.Histogram,
+): Promise<number> {
   const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
   let commits = 0;
   await Promise.all(

@@ -14,7 +14,7 @@ import type { ChainConfig } from '../chain/core/config.ts';
 import type { Member } from '../chain/core/frames.ts';
 import type { ManagerLoop } from '../chain/control/manager-loop.ts';
 import { reconfigureThroughStore } from '../chain/control/operator.ts';
-import { type ManagerProcess, type NodeProcess, simCluster, simSecret } from './processes.ts';
+import { type ManagerProcess, type NodeProcess, simCluster } from './processes.ts';
 import { defaultNetwork, World, type WorldSettings } from './world.ts';
 
 export type Fault =
@@ -670,7 +670,7 @@ function operate(world: World, chain: string, node: string, remove: boolean): vo
   reconfigureThroughStore(
     { net: world.net.netFor(operator), clock: operator.clock(), store: world.store.clientFor(operator) },
     remove ? { chain, remove: node } : { chain, add: { node, address: target.address } },
-    { cluster: simCluster, secret: simSecret, requestTimeoutMs: 1_000, pushTimeoutMs: 2_000 },
+    { cluster: simCluster, requestTimeoutMs: 1_000, pushTimeoutMs: 2_000 },
     (error, result) => world.note(`operator: ${error?.message ?? `epoch ${result?.config.epoch} written; missing ${result?.missing.join(',') || 'none'}`}`),
   );
 }

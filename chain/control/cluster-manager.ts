@@ -72,7 +72,14 @@ export class ClusterManager {
 
   private get clientOptions(): ClientOptions {
     const timeout = this.options.requestTimeoutMs ?? 1_000;
-    return { cluster: this.options.cluster, keys: onlyRoles(keyringOf(this.options), ['admin']), transport: this.options.transport, requestTimeoutMs: timeout, connectTimeoutMs: timeout, name: managerId };
+    return {
+      cluster: this.options.cluster,
+      keys: onlyRoles(keyringOf(this.options), ['admin']),
+      transport: this.options.transport,
+      requestTimeoutMs: timeout,
+      connectTimeoutMs: timeout,
+      name: managerId,
+    };
   }
 
   /** Starts managing `nodes`: adopts the configurations they hold (a restart) or places the chains, then decides on every change. */
@@ -91,21 +98,30 @@ export class ClusterManager {
       }
       configs.push(best ?? (placed.find((p) => p.chain === chain) as ChainConfig));
     }
-    const loop = new ManagerLoop({ net: new TcpNet({ cluster: this.options.cluster, keys: onlyRoles(keyringOf(this.options), ['admin']), transport: this.options.transport }), clock: systemClock, datagrams: this.udp, store: this.options.store }, configs, {
-      name: this.options.name,
-      k: this.options.k,
-      nodes,
-      membership: 'swim',
-      cluster: this.options.cluster,
-      secret: keyFor(keyringOf(this.options), 'gossip'),
-      address: this.address,
-      swim: this.options.swim,
-      random: Math.random,
-      decideEveryMs: this.options.decideEveryMs,
-      requestTimeoutMs: this.options.requestTimeoutMs,
-      log: this.options.log,
-      onEvent: this.options.onEvent,
-    });
+    const loop = new ManagerLoop(
+      {
+        net: new TcpNet({ cluster: this.options.cluster, keys: onlyRoles(keyringOf(this.options), ['admin']), transport: this.options.transport }),
+        clock: systemClock,
+        datagrams: this.udp,
+        store: this.options.store,
+      },
+      configs,
+      {
+        name: this.options.name,
+        k: this.options.k,
+        nodes,
+        membership: 'swim',
+        cluster: this.options.cluster,
+        secret: keyFor(keyringOf(this.options), 'gossip'),
+        address: this.address,
+        swim: this.options.swim,
+        random: Math.random,
+        decideEveryMs: this.options.decideEveryMs,
+        requestTimeoutMs: this.options.requestTimeoutMs,
+        log: this.options.log,
+        onEvent: this.options.onEvent,
+      },
+    );
     this.loop = loop;
     loop.start();
     // Ready once every chain's configuration is known here (read from the store, or written by

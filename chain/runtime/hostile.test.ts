@@ -52,7 +52,7 @@ test.serial('finding 1: a node stalled longer than its clients connect timeout s
     for (let attempt = 1; attempt <= 3; attempt++) {
       node.process.child.kill('SIGSTOP');
       // Clients give up while the node is stopped: their connects time out and reset.
-      const tries = Array.from({ length: 16 }, (_, i) =>
+      const tries = Array.from({ length: 16 }, () =>
         ChainClient.connect(node.address, { ...node.options, connectTimeoutMs: 300 }).then(
           (c) => c.close(),
           () => undefined,
@@ -202,9 +202,7 @@ test.serial('finding 6: each credential grants one role (a client key cannot con
       const role = Object.keys(keysUsed)[0] as 'admin' | 'peer';
       const e = await t.throwsAsync(
         new Promise((resolve, reject) => {
-          new TcpNet({ cluster: testCluster, keys: keysUsed }).dial(node.address, { role, name: 'proxy' }, (r) =>
-            'code' in r ? reject(new ChainError(r.code, r.message, false)) : resolve(r),
-          );
+          new TcpNet({ cluster: testCluster, keys: keysUsed }).dial(node.address, { role, name: 'proxy' }, (r) => ('code' in r ? reject(new ChainError(r.code, r.message, false)) : resolve(r)));
         }),
       );
       t.is((e as ChainError | undefined)?.code, 'bad_auth', `the client key as the ${role} key`);
@@ -259,43 +257,46 @@ async function relay(target: string, change: (chunk: Buffer) => Buffer | undefin
 }
 
 for (const transport of ['tls', 'plain'] as const) {
-  test.serial(`finding 6: a byte changed in transit after the handshake (${transport}) ${transport === 'tls' ? 'closes the connection, nothing changed is committed' : 'goes through: why TLS is the default'}`, async (t) => {
-    const node = await startTestNode({ transport });
-    // The attacker turns {"by":1} into {"by":9}; under TLS it can only flip a byte of the record.
-    const r = await relay(node.address, (chunk) => {
-      const at = chunk.indexOf('{"by":1}');
-      if (transport === 'plain') {
-        if (at < 0) return undefined;
+  test.serial(
+    `finding 6: a byte changed in transit after the handshake (${transport}) ${transport === 'tls' ? 'closes the connection, nothing changed is committed' : 'goes through: why TLS is the default'}`,
+    async (t) => {
+      const node = await startTestNode({ transport });
+      // The attacker turns {"by":1} into {"by":9}; under TLS it can only flip a byte of the record.
+      const r = await relay(node.address, (chunk) => {
+        const at = chunk.indexOf('{"by":1}');
+        if (transport === 'plain') {
+          if (at < 0) return undefined;
+          const c = Buffer.from(chunk);
+          c[at + 6] = '9'.charCodeAt(0);
+          return c;
+        }
+        if (chunk.length < 40) return undefined;
         const c = Buffer.from(chunk);
-        c[at + 6] = '9'.charCodeAt(0);
+        c[c.length - 20] = (c[c.length - 20] as number) ^ 0x04;
         return c;
+      });
+      try {
+        const client = await ChainClient.connect(r.address, { ...node.options, connectTimeoutMs: 2_000, requestTimeoutMs: 3_000 });
+        r.armed.on = true;
+        const outcome = await client.submit({ chain: 'c1', doc: 'wire', docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: 'alice', clientSeq: 1, viewer: 'alice' }).then(
+          () => 'acknowledged',
+          (e: ChainError) => e.code,
+        );
+        client.close();
+        await sleep(200);
+        const state = contributions(await committed(node), 'wire');
+        if (transport === 'tls') {
+          t.not(outcome, 'acknowledged');
+          t.is(state, undefined, 'nothing was committed');
+        } else {
+          t.is(outcome, 'acknowledged');
+          t.deepEqual(state, { alice: 9 }, 'without TLS the changed payload is committed');
+        }
+        await stillServes(t, node, 1);
+      } finally {
+        r.close();
+        await node.stop();
       }
-      if (chunk.length < 40) return undefined;
-      const c = Buffer.from(chunk);
-      c[c.length - 20] = (c[c.length - 20] as number) ^ 0x04;
-      return c;
-    });
-    try {
-      const client = await ChainClient.connect(r.address, { ...node.options, connectTimeoutMs: 2_000, requestTimeoutMs: 3_000 });
-      r.armed.on = true;
-      const outcome = await client.submit({ chain: 'c1', doc: 'wire', docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: 'alice', clientSeq: 1, viewer: 'alice' }).then(
-        () => 'acknowledged',
-        (e: ChainError) => e.code,
-      );
-      client.close();
-      await sleep(200);
-      const state = contributions(await committed(node), 'wire');
-      if (transport === 'tls') {
-        t.not(outcome, 'acknowledged');
-        t.is(state, undefined, 'nothing was committed');
-      } else {
-        t.is(outcome, 'acknowledged');
-        t.deepEqual(state, { alice: 9 }, 'without TLS the changed payload is committed');
-      }
-      await stillServes(t, node, 1);
-    } finally {
-      r.close();
-      await node.stop();
-    }
-  });
+    },
+  );
 }

@@ -71,30 +71,26 @@ export class ChainNode {
     const server = await listenTcp(host, options.port ?? 0, connection, ['peer', 'client', 'admin'], (link) => (driver === undefined ? early.push(link) : driver.accept(link)), log);
     const port = (server.address() as net.AddressInfo).port;
     const udp = options.gossip === undefined ? undefined : await UdpDatagrams.bind(host, port, log);
-    driver = new Driver(
-      { net: new TcpNet({ ...credentials, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp },
-      recovered,
-      {
-        node: options.node,
-        address: `${host}:${port}`,
-        cluster: options.cluster,
-        secret: keys.gossip ?? '',
-        limits: options.limits,
-        connectionsMax: options.connectionsMax,
-        retryDelayMsMin: options.retryDelayMsMin,
-        retryDelayMsMax: options.retryDelayMsMax,
-        tickMs: options.tickMs,
-        forwardDelayMs: options.forwardDelayMs,
-        gossip: options.gossip,
-        configStore: options.configStore,
-        random: Math.random,
-        log,
-        // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
-        // recovery takes over) rather than run on with a broken invariant.
-        onFatal: () => process.exit(70),
-        statusExtra: () => ({ pid: process.pid }),
-      },
-    );
+    driver = new Driver({ net: new TcpNet({ ...credentials, frameBytesMax: options.frameBytesMax, sendBufferBytesMax: 256 * 1024 * 1024 }), disk, clock: systemClock, datagrams: udp }, recovered, {
+      node: options.node,
+      address: `${host}:${port}`,
+      cluster: options.cluster,
+      secret: keys.gossip ?? '',
+      limits: options.limits,
+      connectionsMax: options.connectionsMax,
+      retryDelayMsMin: options.retryDelayMsMin,
+      retryDelayMsMax: options.retryDelayMsMax,
+      tickMs: options.tickMs,
+      forwardDelayMs: options.forwardDelayMs,
+      gossip: options.gossip,
+      configStore: options.configStore,
+      random: Math.random,
+      log,
+      // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
+      // recovery takes over) rather than run on with a broken invariant.
+      onFatal: () => process.exit(70),
+      statusExtra: () => ({ pid: process.pid }),
+    });
     driver.start();
     for (const link of early.splice(0)) driver.accept(link);
     log(`node ${options.node} listening on ${driver.address} (data ${options.dataDir}, chains: ${[...recovered.keys()].join(', ') || 'none yet'})`);

@@ -5,6 +5,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import protobuf from 'protobufjs';
+import { idPattern } from '../core/config.ts';
 import { frameKinds, roles, type Frame, type Hello } from '../core/frames.ts';
 import type { SwimMessage } from '../control/swim.ts';
 import { WireError } from './framing.ts';
@@ -65,6 +66,16 @@ export function encodeGossip(cluster: string, secret: string, message: SwimMessa
   return out;
 }
 
+/** Bound on membership updates one datagram may carry. */
+export const gossipUpdatesMax = 64;
+
+/** host:port with a port in range and a host that is an IP address or a DNS name. */
+export function isGossipAddress(address: string): boolean {
+  const at = address.lastIndexOf(':');
+  const port = Number(address.slice(at + 1));
+  return at > 0 && at < 254 && Number.isInteger(port) && port > 0 && port < 65536 && /^[A-Za-z0-9.-]+$/.test(address.slice(0, at));
+}
+
 /** The message, or undefined for anything that is not an authentic gossip datagram of `cluster`. */
 export function decodeGossip(cluster: string, secret: string, datagram: Uint8Array): SwimMessage | undefined {
   if (datagram.length <= gossipMacBytes || datagram.length > gossipBytesMax) return undefined;
@@ -74,7 +85,12 @@ export function decodeGossip(cluster: string, secret: string, datagram: Uint8Arr
   try {
     const o = GossipType.toObject(GossipType.decode(body), { longs: Number, defaults: true, arrays: true }) as SwimMessage & { cluster: string };
     if (o.cluster !== cluster || !['ping', 'ack', 'ping-req'].includes(o.kind)) return undefined;
-    if (o.updates.some((u) => !['alive', 'suspect', 'dead'].includes(u.state))) return undefined;
+    // Signed input is still input: ids and addresses must have their shape before SWIM keeps them.
+    if (!idPattern.test(o.from) || !isGossipAddress(o.fromAddress) || !Number.isSafeInteger(o.seq) || o.seq < 0) return undefined;
+    if (o.target !== '' && !idPattern.test(o.target)) return undefined;
+    if (o.updates.length > gossipUpdatesMax) return undefined;
+    if (o.updates.some((u) => !['alive', 'suspect', 'dead'].includes(u.state) || !idPattern.test(u.node) || !isGossipAddress(u.address) || !Number.isSafeInteger(u.incarnation) || u.incarnation < 0))
+      return undefined;
     return { kind: o.kind, from: o.from, fromAddress: o.fromAddress, seq: o.seq, target: o.target, updates: o.updates };
   } catch {
     return undefined;

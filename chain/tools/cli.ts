@@ -13,22 +13,10 @@ import { reconfigureThroughStore } from '../control/operator.ts';
 import { systemClock } from '../runtime/system.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import { addTail, catchingUp, initialConfig, removeNode } from '../control/decisions.ts';
-import {
-  CredentialError,
-  deriveKeyring,
-  devClusterSecret,
-  envName,
-  type Keyring,
-  type KeyRole,
-  keyRoles,
-  keysFromEnv,
-  secretCharsMin,
-  type Transport,
-} from '../runtime/credentials.ts';
+import { CredentialError, deriveKeyring, devClusterSecret, envName, type Keyring, type KeyRole, keyRoles, keysFromEnv, secretCharsMin, type Transport } from '../runtime/credentials.ts';
 import { ChainNode } from '../runtime/node.ts';
 import { freeUdpPort, spawnManager, spawnNode, type ManagerProcess, type NodeProcess } from './processes.ts';
 import { pushConfig } from './reconfigure.ts';
-
 
 const usage = `adama-chain: chain replication over LevelDB
 
@@ -85,7 +73,8 @@ function credentialsOf(o: Values, roles: readonly KeyRole[]): { cluster: string;
 function clusterSecretOf(o: Values): string {
   const secret = (o.secret as string | undefined) ?? process.env.ADAMA_CLUSTER_SECRET;
   if (secret === undefined || secret === '') {
-    if (o.dev !== true) fail('this command starts nodes itself and needs the cluster secret: set ADAMA_CLUSTER_SECRET (for example: export ADAMA_CLUSTER_SECRET=$(openssl rand -base64 32)), or pass --dev');
+    if (o.dev !== true)
+      fail('this command starts nodes itself and needs the cluster secret: set ADAMA_CLUSTER_SECRET (for example: export ADAMA_CLUSTER_SECRET=$(openssl rand -base64 32)), or pass --dev');
     console.error(`WARNING: --dev: running on the public development secret "${devClusterSecret}". Anyone who has this code can join this cluster. Never use it outside your own machine.`);
     return devClusterSecret;
   }

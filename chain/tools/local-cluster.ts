@@ -45,7 +45,16 @@ export class LocalCluster {
     const dir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), 'adama-cluster-'));
     // The embedded configuration store, in the data directory: a restart (SIGKILL included) continues at the next epoch.
     const store = EmbeddedConfigStore.open(path.join(dir, 'manager', 'config-store.json'));
-    const manager = await ClusterManager.bind({ cluster, secret: options.secret, transport: options.transport, store, chains: options.chains, k: options.k, log: options.log, onEvent: (e) => events.push(e) });
+    const manager = await ClusterManager.bind({
+      cluster,
+      secret: options.secret,
+      transport: options.transport,
+      store,
+      chains: options.chains,
+      k: options.k,
+      log: options.log,
+      onEvent: (e) => events.push(e),
+    });
     const c = new LocalCluster(options, manager, dir, events, store);
     for (let i = 1; i <= options.nodes; i++) await c.startNode(`n${i}`);
     await manager.start([...c.processes.values()].map((p) => ({ node: p.id, address: p.address })));

@@ -50,9 +50,11 @@ try {
   });
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
   // Without the admin key the page gets no tokens, and the admin API refuses the page's own requests.
-  await page.goto(demo.url);
-  const refused = await page.evaluate(async () => (await fetch('/api/latency', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ms":5}' })).status);
+  const keyless = await browser.newPage();
+  await keyless.goto(demo.url);
+  const refused = await keyless.evaluate(async () => (await fetch('/api/latency', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ms":5}' })).status);
   assert.equal(refused, 401, 'the admin API answered a request without the admin key');
+  await keyless.close();
   await page.goto(demo.adminUrl);
   const pane = (viewer: string) => page.locator(`[data-pane=${viewer}]`);
   for (const v of ['alice', 'bob', 'carol']) await pane(v).locator('.badge', { hasText: 'confirmed' }).waitFor({ timeout: 15_000 });

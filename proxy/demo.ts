@@ -11,7 +11,7 @@ import { wellFormed } from '../chain/client/requests.ts';
 import { chainIds, chainOf } from '../chain/control/placement.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { ProxyServer } from './server.ts';
-import { devViewerSecret, mintToken, parseViewerSecrets, type ViewerKey } from './tokens.ts';
+import { devViewerSecret, mintToken, parseViewerSecrets, tokenLifetimeMsMaxDefault, type ViewerKey } from './tokens.ts';
 import { inspectJson, jsonDepth } from './validate.ts';
 
 const publicDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
@@ -325,6 +325,11 @@ published development secrets instead (so \`npm run token -- --dev\` tokens work
     console.log(help);
     process.exit(0);
   }
+  const tokenTtlS = Number(values['token-ttl-s']);
+  if (!Number.isFinite(tokenTtlS) || tokenTtlS <= 0 || tokenTtlS * 1_000 > tokenLifetimeMsMaxDefault) {
+    console.error(`--token-ttl-s takes a positive number of seconds, at most ${tokenLifetimeMsMaxDefault / 1_000}\n\n${help}`);
+    process.exit(2);
+  }
   const demo = await startDemo({
     nodes: Number(values.nodes),
     chains: Number(values.chains),
@@ -332,7 +337,7 @@ published development secrets instead (so \`npm run token -- --dev\` tokens work
     port: Number(values.port),
     dataDir: path.resolve(values.data as string),
     restartAfterMs: Number(values['restart-after-ms']),
-    tokenTtlMs: Number(values['token-ttl-s']) * 1_000,
+    tokenTtlMs: tokenTtlS * 1_000,
     dev: values.dev === true,
     log: (line) => console.error(line),
   });

@@ -138,7 +138,9 @@ function renderTable(pane, v) {
 }
 
 function renderChat(pane, v) {
-  const input = h('input', { size: 24, 'data-input': 'text' });
+  // The draft survives re-renders (a view arriving between typing and clicking "Say").
+  const input = h('input', { size: 24, 'data-input': 'text', oninput: () => (pane.draft = input.value) });
+  input.value = pane.draft ?? '';
   const messages = Object.values(v.messages ?? {})
     .sort((a, b) => a.at - b.at)
     .map((m) => h('li', {}, `${m.from}: ${m.text}`));

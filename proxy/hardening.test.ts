@@ -482,7 +482,9 @@ test.serial('fuzz: HTTP requests of any method, path, body and content type to t
   const port = demo.proxy.port;
   const nodes = [...demo.cluster.processes.keys()];
   // A viewer of the demo's own proxy, with a token from its admin API.
-  const minted = JSON.parse((await request(port, 'POST', '/api/token', adminHeaders(), '{"viewer":"alice"}')).body) as { token: string };
+  const answer = await request(port, 'POST', '/api/token', adminHeaders(), '{"viewer":"alice"}');
+  // (Before issue 15 the demo minted tokens for anyone on a GET: the fallback lets this fuzz run against that code too.)
+  const minted = JSON.parse(answer.status === 200 ? answer.body : (await request(port, 'GET', '/api/token?viewer=alice', {})).body) as { token: string };
   const alice = await TestClient.as(port, 'alice', '', { token: minted.token });
   let aliceSeq = 0;
   let runs = 0;

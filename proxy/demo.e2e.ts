@@ -20,7 +20,9 @@ mkdirSync(shots, { recursive: true });
 const data = mkdtempSync(path.join(tmpdir(), 'adama-e2e-'));
 const step = (line: string): void => console.log(`e2e: ${line}`);
 
-const demo = await startDemo({ nodes: 3, chains: 3, k: 3, port: 0, dataDir: data, restartAfterMs: 1_500 });
+// Short-lived pane tokens (8 s): the page must renew them (reauth) while the test runs.
+const tokenTtlMs = 8_000;
+const demo = await startDemo({ nodes: 3, chains: 3, k: 3, port: 0, dataDir: data, restartAfterMs: 1_500, tokenTtlMs });
 const browser = await chromium.launch({
   executablePath: chromiumPath,
   headless: true,
@@ -47,7 +49,13 @@ try {
     });
   });
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
-  await page.goto(demo.url);
+  // Without the admin key the page gets no tokens, and the admin API refuses the page's own requests.
+  const keyless = await browser.newPage();
+  await keyless.goto(demo.url);
+  const refused = await keyless.evaluate(async () => (await fetch('/api/latency', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ms":5}' })).status);
+  assert.equal(refused, 401, 'the admin API answered a request without the admin key');
+  await keyless.close();
+  await page.goto(demo.adminUrl);
   const pane = (viewer: string) => page.locator(`[data-pane=${viewer}]`);
   for (const v of ['alice', 'bob', 'carol']) await pane(v).locator('.badge', { hasText: 'confirmed' }).waitFor({ timeout: 15_000 });
   step('three panes connected (alice, bob, carol the spectator)');
@@ -90,7 +98,8 @@ try {
   step("neither player sees the other one's cards, in the DOM or in any WebSocket frame");
 
   // A play with a visible gap: 400 ms added to every forward along the chain.
-  await page.evaluate(() => fetch('/api/latency', { method: 'POST', body: JSON.stringify({ ms: 400 }) }));
+  type AdminPage = { __admin: (path: string, body: unknown) => Promise<unknown> };
+  await page.evaluate(() => (window as unknown as AdminPage).__admin('/api/latency', { ms: 400 }));
   const turn = /turn (\w+)/.exec(await pane('alice').innerText())?.[1] as string;
   assert.ok(turn === 'alice' || turn === 'bob', `unexpected turn ${turn}`);
   const card = (await hand(turn))[0] as string;
@@ -101,7 +110,7 @@ try {
   await pane(turn).locator('.badge', { hasText: 'confirmed' }).waitFor({ timeout: 10_000 });
   await page.screenshot({ path: path.join(shots, '3-confirmed.png') });
   step(`${turn} played ${card}: shown at once as pending, then confirmed`);
-  await page.evaluate(() => fetch('/api/latency', { method: 'POST', body: JSON.stringify({ ms: 0 }) }));
+  await page.evaluate(() => (window as unknown as AdminPage).__admin('/api/latency', { ms: 0 }));
 
   // Click-to-view times, no added delay: chat messages (no turns).
   await page.selectOption('#type', 'chat');
@@ -129,7 +138,7 @@ try {
   const doc = 'room-e2e';
   const cluster = await page.evaluate(async (d) => (await fetch(`/api/cluster?doc=${d}`)).json(), doc);
   const head = (cluster.chains as { chain: string; members: string[] }[]).find((c) => c.chain === cluster.docChain)?.members[0] as string;
-  await page.evaluate((n) => fetch('/api/kill', { method: 'POST', body: JSON.stringify({ node: n }) }), head);
+  await page.evaluate((n) => (window as unknown as AdminPage).__admin('/api/kill', { node: n }), head);
   step(`killed ${head}, the head of ${cluster.docChain}`);
   const before = timings.length + 1;
   const more = 10;
@@ -151,6 +160,14 @@ try {
   const bobText = await pane('bob').innerText();
   for (let i = 0; i < more; i++) assert.ok(bobText.includes(`after-kill-${i}`), `bob never saw after-kill-${i}`);
   step(`after the kill: ${more} more messages, all committed once and seen by bob`);
+
+  // The panes' tokens live 8 s: each pane renewed its token on its open connection (reauth), and none was closed for an expired token.
+  await page.waitForFunction(() => Object.values((window as unknown as { __panes: Record<string, { client: { reauths: number } }> }).__panes).every((p) => p.client.reauths >= 2), undefined, {
+    timeout: 3 * tokenTtlMs,
+  });
+  const closes = await page.evaluate(() => Object.values((window as unknown as { __panes: Record<string, { status: string }> }).__panes).map((p) => p.status));
+  assert.deepEqual(closes, ['open', 'open', 'open'], 'a pane is not open after its token was renewed');
+  step('every pane renewed its 8 s token on its open connection (reauth) and stayed open');
   console.log(JSON.stringify({ e2e: 'passed', speculativeP50Ms: Number(speculativeP50.toFixed(1)), confirmedP50Ms: Number(confirmedP50.toFixed(1)), messages: timings.length, screenshots: shots }));
 } catch (error) {
   failed = true;

@@ -11,7 +11,7 @@
 // Cancelling ends it at the head at once, even before its full view arrived.
 
 import { findHead, LinkPool } from '../chain/client/pool.ts';
-import { ChainError, type Done, type HeadLink, type RequestOptions, type SubmitRequest, type SubmitResult } from '../chain/client/requests.ts';
+import { ChainError, inputErrorCodes, type Done, type HeadLink, type RequestOptions, type SubmitRequest, type SubmitResult } from '../chain/client/requests.ts';
 import type { ViewUpdate } from '../chain/core/frames.ts';
 import { noBugs, type Bugs } from '../chain/core/planted.ts';
 import { chainIds, chainOf } from '../chain/control/placement.ts';
@@ -33,6 +33,16 @@ export interface RouterOptions extends RequestOptions {
 
 /** A submission as the proxy makes it: the router adds the chain. */
 export type RouterSubmit = Omit<SubmitRequest, 'chain'>;
+
+/**
+ * Whether retrying `e` may help. Errors caused by the request itself (inputErrorCodes: a payload
+ * that cannot be encoded, a lone surrogate, an oversized payload) are never retried, whatever
+ * they say: resending the same input fails the same way, and must not churn the links.
+ */
+function worthRetrying(e: ChainError): boolean {
+  if (inputErrorCodes.has(e.code)) return false;
+  return e.retryable || e.code === 'unknown_chain';
+}
 
 /** Errors after which the head may have moved: look it up again. */
 const rerouting = new Set(['connection_lost', 'connect_failed', 'connect_timeout', 'not_member', 'not_head', 'unknown_chain', 'unavailable', 'lease_expired', 'timeout']);
@@ -112,7 +122,7 @@ export class Router {
       });
     };
     const retry = (e: ChainError): void => {
-      if (!e.retryable && e.code !== 'unknown_chain') return done(e);
+      if (!worthRetrying(e)) return done(e);
       refresh = this.reroute(chain, e);
       if (clock.now() + delay > deadline) return done(new ChainError('timeout', `no answer from chain ${chain} within ${timeoutMs} ms (last error ${e.code}); the outcome is unknown`, true));
       clock.after(delay, attempt);
@@ -179,7 +189,7 @@ export class Router {
     };
     const later = (e: ChainError): void => {
       if (!active) return;
-      if (!e.retryable && e.code !== 'unknown_chain') {
+      if (!worthRetrying(e)) {
         active = false;
         this.unsettled.delete(token);
         onError(e);

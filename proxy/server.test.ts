@@ -10,6 +10,7 @@ import { nodeStatus } from '../chain/client/tcp.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { findLeaks } from '../engine/documents/secrets.ts';
 import { defaultProxyLimits, ProxyServer } from './server.ts';
+import { TestClient } from './test-client.ts';
 import { mintToken, verifyToken } from './tokens.ts';
 
 const viewerSecret = 'viewer-secret-for-tests';
@@ -27,51 +28,10 @@ test.after.always(async () => {
   await cluster?.stop();
 });
 
-type Message = Record<string, unknown> & { type: string };
-
-class Client {
-  readonly messages: Message[] = [];
-  readonly raw: string[] = [];
-  closed: { code: number; reason: string } | undefined;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => {
-      this.raw.push(data.toString());
-      this.messages.push(JSON.parse(data.toString()) as Message);
-    });
-    ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }));
-  }
-  static async open(): Promise<Client> {
-    const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/ws`);
-    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    return new Client(ws);
-  }
-  static async as(viewer: string, clientId = `c${randomBytes(4).toString('hex')}`): Promise<Client> {
-    const c = await Client.open();
-    c.send({ type: 'hello', token: mintToken(viewerSecret, viewer, 60_000), clientId });
-    await c.wait((m) => m.type === 'welcome');
-    return c;
-  }
-  send(m: unknown): void {
-    this.ws.send(typeof m === 'string' ? m : JSON.stringify(m));
-  }
-  async wait(match: (m: Message) => boolean, timeoutMs = 15_000): Promise<Message> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.messages.find(match);
-      if (found !== undefined) return found;
-      if (Date.now() > deadline) throw new Error(`no matching message in ${timeoutMs} ms; got ${JSON.stringify(this.messages.slice(-5))}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-  async waitClosed(timeoutMs = 5_000): Promise<{ code: number; reason: string }> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.closed === undefined) {
-      if (Date.now() > deadline) throw new Error('the connection stayed open');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return this.closed;
-  }
-}
+const Client = {
+  open: (): Promise<TestClient> => TestClient.open(proxy.port),
+  as: (viewer: string, clientId?: string): Promise<TestClient> => TestClient.as(proxy.port, viewer, viewerSecret, { clientId }),
+};
 
 test.serial('tokens: a good token verifies; altered, foreign and expired ones do not', (t) => {
   const token = mintToken(viewerSecret, 'alice', 1_000, 1_000_000);

@@ -37,6 +37,35 @@ export interface RequestOptions {
   readonly requestTimeoutMs?: number;
   /** Requests waiting for an answer on one link. */
   readonly requestsInflightMax?: number;
+  /** Largest payload of one submit (bytes of UTF-8 JSON); a larger one is refused before it is sent. */
+  readonly payloadBytesMax?: number;
+}
+
+/** Default payloadBytesMax: well inside a node's frame bound (4 MiB), so one request can never make the shared link fail. */
+export const payloadBytesMaxDefault = 1024 * 1024;
+
+/** Errors the request itself caused: resending it cannot succeed, and it says nothing about the link or the node. */
+export const inputErrorCodes: ReadonlySet<string> = new Set(['invalid_request', 'invalid_payload', 'payload_too_large', 'encode_failed']);
+
+/** Whether `text` is well-formed UTF-16 (no lone surrogate): a node refuses a frame holding one, and closes the whole link. */
+export function wellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+/** The first string field of a frame's body that is not well-formed, if any (iterative; frames are shallow). */
+function illFormedField(frame: Frame): string | undefined {
+  const stack: [string, unknown][] = [[frame.kind, (frame as unknown as Record<string, unknown>)[frame.kind]]];
+  let visited = 0;
+  while (stack.length > 0) {
+    const [path, value] = stack.pop() as [string, unknown];
+    if (++visited > 10_000) return `${path} (too many fields)`;
+    if (typeof value === 'string') {
+      if (!wellFormed(value)) return path;
+    } else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value)) {
+      for (const [key, item] of Object.entries(value)) stack.push([`${path}.${key}`, item]);
+    }
+  }
+  return undefined;
 }
 
 export interface SubmitRequest {
@@ -118,13 +147,26 @@ class RequestLink {
       return 0;
     }
     const requestId = this.nextRequestId++;
+    // One request's bad input must fail that request alone, never the link every other request shares.
+    let frame: Frame;
+    try {
+      frame = build(requestId);
+    } catch (error) {
+      this.clock.soon(() => done(new ChainError('encode_failed', `the request could not be encoded: ${(error as Error).message}`, false)));
+      return 0;
+    }
+    const bad = illFormedField(frame);
+    if (bad !== undefined) {
+      this.clock.soon(() => done(new ChainError('invalid_request', `${bad} is not a well-formed string (a lone surrogate); the request was not sent`, false)));
+      return 0;
+    }
     const timer = this.clock.after(timeoutMs, () => {
       if (!this.pending.delete(requestId)) return;
       this.timedOut(requestId);
       done(new ChainError('timeout', `no answer within ${timeoutMs} ms; the outcome is unknown`, true));
     });
     this.pending.set(requestId, { done, timer });
-    this.link.send(build(requestId));
+    this.link.send(frame);
     return requestId;
   }
 
@@ -183,11 +225,18 @@ export class HeadLink extends RequestLink {
   private readonly starting = new Map<number, string>();
 
   submit(r: SubmitRequest, done: Done<SubmitResult>): void {
-    const payloadJson = JSON.stringify(r.payload);
-    if (payloadJson === undefined) {
-      this.clock.soon(() => done(new ChainError('invalid_payload', 'the payload is not JSON', false)));
-      return;
+    const refuse = (code: string, message: string): void => this.clock.soon(() => done(new ChainError(code, message, false)));
+    let payloadJson: string | undefined;
+    try {
+      payloadJson = JSON.stringify(r.payload);
+    } catch (error) {
+      // Too deep for the stack, a cycle, a BigInt: the payload's fault, not the link's.
+      return refuse('invalid_payload', `the payload cannot be encoded as JSON: ${(error as Error).message}`);
     }
+    if (payloadJson === undefined) return refuse('invalid_payload', 'the payload is not JSON');
+    const payloadBytesMax = this.options.payloadBytesMax ?? payloadBytesMaxDefault;
+    if (payloadJson.length > payloadBytesMax || Buffer.byteLength(payloadJson) > payloadBytesMax)
+      return refuse('payload_too_large', `payloads are at most ${payloadBytesMax} bytes of JSON (payloadBytesMax)`);
     this.request(
       (requestId) => make('submit', { requestId, chain: r.chain, doc: r.doc, docType: r.docType, channel: r.channel, payloadJson, clientId: r.clientId, clientSeq: r.clientSeq, viewer: r.viewer }),
       (answer) => {
@@ -235,7 +284,7 @@ export class HeadLink extends RequestLink {
   unsubscribe(requestId: number, doc: string): void {
     this.streams.delete(requestId);
     this.answer(requestId, make('failure', { code: 'unsubscribed', message: 'unsubscribed', retryable: false, fatal: false, requestId, epoch: 0, hint: '' }));
-    if (this.isOpen) this.link.send(make('unsubscribe', { requestId, doc }));
+    if (this.isOpen && wellFormed(doc)) this.link.send(make('unsubscribe', { requestId, doc }));
   }
 
   protected override receive(frame: Frame): void {

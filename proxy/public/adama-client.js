@@ -1,6 +1,6 @@
 // A small browser client for the adama-chain proxy (PROTOCOL.md). No framework, one file.
 //
-//   const client = new AdamaClient({ url: 'ws://host/ws', token, clientId: 'tab-1' });
+//   const client = new AdamaClient({ url: 'ws://host/ws', getToken: async () => token, clientId: 'tab-1' });
 //   client.addEventListener('view', (e) => render(e.detail));     // {doc, kind, speculative, confirmed, pending}
 //   client.addEventListener('ack', (e) => ...);                    // {doc, clientSeq, seq, outcome, duplicate, ms}
 //   client.addEventListener('error', (e) => ...);                  // {code, message, retryable, doc, clientSeq}
@@ -10,7 +10,10 @@
 //
 // It keeps the confirmed and the speculative view of every document, reconnects with backoff,
 // and after a reconnect resubscribes and resends every unacknowledged message with its
-// original clientSeq (the chain makes that exactly-once).
+// original clientSeq (the chain makes that exactly-once). With `getToken` (an async function
+// returning a fresh token) it renews its token before it expires (a `reauth` on the open
+// connection, at half of its remaining life) and fetches a new one for every reconnect; with
+// only a fixed `token`, the connection ends when that token expires.
 
 /** RFC 7396 merge patch. */
 export function applyPatch(target, patch) {
@@ -34,10 +37,12 @@ function canonical(value) {
 }
 
 export class AdamaClient extends EventTarget {
-  constructor({ url, token, clientId, reconnectDelayMsMax = 2000 }) {
+  constructor({ url, token, getToken, clientId, reconnectDelayMsMax = 2000 }) {
     super();
     this.url = url;
     this.token = token;
+    this.getToken = getToken;
+    this.reauths = 0;
     this.clientId = clientId;
     this.reconnectDelayMsMax = reconnectDelayMsMax;
     this.docs = new Map(); // doc -> {docType, speculative, confirmed, seq}
@@ -53,21 +58,54 @@ export class AdamaClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  connect() {
+  async connect() {
     this.state = 'connecting';
     this.emit('status', { state: 'connecting' });
+    if (this.getToken !== undefined) {
+      try {
+        this.token = await this.getToken();
+      } catch (e) {
+        this.emit('error', { code: 'token_unavailable', message: String(e), retryable: true });
+        return this.reconnectLater();
+      }
+    }
+    if (this.stopped) return;
     const ws = new WebSocket(this.url);
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', token: this.token, clientId: this.clientId }));
     ws.onmessage = (event) => this.receive(JSON.parse(event.data));
     ws.onclose = (event) => {
       clearInterval(this.heartbeat);
+      clearTimeout(this.refresh);
       this.state = 'closed';
       this.emit('status', { state: 'closed', reason: `${event.code} ${event.reason}` });
-      if (this.stopped || event.code === 4401) return; // a bad token will not get better
-      setTimeout(() => this.connect(), this.delay);
-      this.delay = Math.min(this.delay * 2, this.reconnectDelayMsMax);
+      // A bad or expired fixed token will not get better; with getToken the next connect fetches a fresh one.
+      if (this.stopped || (event.code === 4401 && this.getToken === undefined)) return;
+      this.reconnectLater();
     };
+  }
+
+  reconnectLater() {
+    if (this.stopped) return;
+    setTimeout(() => this.connect(), this.delay);
+    this.delay = Math.min(this.delay * 2, this.reconnectDelayMsMax);
+  }
+
+  /** Renews the token at half of its remaining life (the proxy closes the connection when it expires). */
+  scheduleRefresh(expiresInMs) {
+    clearTimeout(this.refresh);
+    if (this.getToken === undefined || typeof expiresInMs !== 'number') return;
+    this.refresh = setTimeout(
+      async () => {
+        try {
+          this.raw({ type: 'reauth', token: await this.getToken() });
+        } catch (e) {
+          this.emit('error', { code: 'token_unavailable', message: String(e), retryable: true });
+          this.scheduleRefresh(expiresInMs / 2);
+        }
+      },
+      Math.max(250, expiresInMs / 2),
+    );
   }
 
   receive(m) {
@@ -76,9 +114,15 @@ export class AdamaClient extends EventTarget {
         this.state = 'open';
         this.delay = 100;
         this.emit('status', { state: 'open', viewer: m.viewer });
+        this.scheduleRefresh(m.expiresInMs);
         this.heartbeat = setInterval(() => this.raw({ type: 'ping', t: Date.now() }), 10000);
         for (const [doc, d] of this.docs) this.raw({ type: 'subscribe', doc, docType: d.docType });
         for (const u of this.unacked.values()) this.raw(u.message);
+        return;
+      case 'reauthed':
+        this.reauths++;
+        this.emit('reauth', { viewer: m.viewer, expiresAt: m.expiresAt });
+        this.scheduleRefresh(m.expiresInMs);
         return;
       case 'view': {
         const d = this.docs.get(m.doc);
@@ -103,6 +147,7 @@ export class AdamaClient extends EventTarget {
       }
       case 'error': {
         this.emit('error', m);
+        if (m.code === 'bad_token' || m.code === 'expired_token') this.scheduleRefresh(2000); // a refused reauth: try again soon
         const u = m.clientSeq === undefined ? undefined : this.unacked.get(m.clientSeq);
         if (u !== undefined && !m.retryable) {
           this.unacked.delete(m.clientSeq);
@@ -140,6 +185,7 @@ export class AdamaClient extends EventTarget {
 
   close() {
     this.stopped = true;
+    clearTimeout(this.refresh);
     this.ws?.close();
   }
 }

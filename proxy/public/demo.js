@@ -14,8 +14,22 @@ let chainMembers = [];
 window.__timings = [];
 window.__panes = {};
 
+// This run's admin capability: the #key=... of the URL the demo printed (kept for reloads of this tab).
+const adminKey = new URLSearchParams(location.hash.slice(1)).get('key') ?? sessionStorage.getItem('adama.adminKey') ?? '';
+if (adminKey !== '') sessionStorage.setItem('adama.adminKey', adminKey);
+history.replaceState(null, '', location.pathname + location.search);
+
+/** An admin request: same-origin JSON with the admin key in its header. */
+async function admin(path, body) {
+  const res = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', 'x-adama-admin-key': adminKey }, body: JSON.stringify(body) });
+  const answer = await res.json();
+  if (!res.ok) throw Object.assign(new Error(answer.message ?? answer.error), { code: answer.error, status: res.status });
+  return answer;
+}
+window.__admin = admin;
+
 async function token(viewer) {
-  return (await (await fetch(`/api/token?viewer=${viewer}`)).json()).token;
+  return (await admin('/api/token', { viewer })).token;
 }
 
 function h(tag, attrs = {}, ...children) {
@@ -35,7 +49,7 @@ async function openPanes() {
   const docType = document.getElementById('type').value;
   const doc = document.getElementById('doc').value;
   for (const v of viewers) {
-    const client = new AdamaClient({ url: `ws://${location.host}/ws`, token: await token(v.name), clientId: `${v.name}-${Math.random().toString(36).slice(2, 8)}` });
+    const client = new AdamaClient({ url: `ws://${location.host}/ws`, getToken: () => token(v.name), clientId: `${v.name}-${Math.random().toString(36).slice(2, 8)}` });
     const el = h('div', { class: 'pane', 'data-pane': v.name });
     panes.append(el);
     const pane = { client, el, doc, docType, viewer: v.name, view: undefined, pending: false, status: 'connecting' };
@@ -124,7 +138,9 @@ function renderTable(pane, v) {
 }
 
 function renderChat(pane, v) {
-  const input = h('input', { size: 24, 'data-input': 'text' });
+  // The draft survives re-renders (a view arriving between typing and clicking "Say").
+  const input = h('input', { size: 24, 'data-input': 'text', oninput: () => (pane.draft = input.value) });
+  input.value = pane.draft ?? '';
   const messages = Object.values(v.messages ?? {})
     .sort((a, b) => a.at - b.at)
     .map((m) => h('li', {}, `${m.from}: ${m.text}`));
@@ -160,7 +176,7 @@ async function refreshCluster() {
               {},
               h('td', {}, m.node),
               h('td', { class: m.state }, m.running ? m.state : 'killed'),
-              h('td', {}, h('button', { 'data-kill': m.node, onclick: () => fetch('/api/kill', { method: 'POST', body: JSON.stringify({ node: m.node }) }) }, 'kill node')),
+              h('td', {}, h('button', { 'data-kill': m.node, onclick: () => admin('/api/kill', { node: m.node }).catch((e) => console.warn(e)) }, 'kill node')),
             ),
           ),
           ...c.chains.map((x) => h('tr', {}, h('td', {}, x.chain === c.docChain ? `${x.chain} (this document)` : x.chain), h('td', { colspan: 2 }, `epoch ${x.epoch}: ${x.members.join(' > ')}`))),
@@ -179,8 +195,9 @@ document.getElementById('type').addEventListener('change', (e) => {
 const latency = document.getElementById('latency');
 latency.addEventListener('change', async () => {
   document.getElementById('latencyMs').textContent = `${latency.value} ms`;
-  await fetch('/api/latency', { method: 'POST', body: JSON.stringify({ ms: Number(latency.value) }) });
+  await admin('/api/latency', { ms: Number(latency.value) }).catch((e) => console.warn(e));
 });
 setInterval(refreshCluster, 500);
 refreshCluster();
-openPanes();
+if (adminKey === '') panes.textContent = "Open the URL that npm start printed: it carries this run's admin key (#key=...), without which the page cannot get its viewers' tokens.";
+else openPanes();

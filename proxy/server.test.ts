@@ -153,7 +153,7 @@ test.serial('two players each see only their own hand, in every frame', async (t
   alice.send({ type: 'send', doc, docType: 'card-table', channel: 'start', payload: {}, clientSeq: 10 });
   t.like(await alice.wait((m) => m.type === 'ack' && m.clientSeq === 10), { outcome: { ok: true } });
   await new Promise((resolve) => setTimeout(resolve, 300));
-  const status = await nodeStatus(cluster.manager.headOf(doc).address, cluster.clientOptions, { includeState: true });
+  const status = await nodeStatus(cluster.manager.headOf(doc).address, cluster.adminOptions, { includeState: true });
   const state = status.chains.flatMap((c) => c.docs).find((d) => d.doc === doc)?.state as { players: Record<string, { hand: string[] }> } | undefined;
   if (state === undefined) return t.fail('the table is not at its head');
   t.is(state.players.alice?.hand.length, 5);

@@ -9,6 +9,7 @@ import { ChainError } from '../chain/client/requests.ts';
 import { idPattern } from '../chain/core/config.ts';
 import type { ViewUpdate } from '../chain/core/frames.ts';
 import { systemClock } from '../chain/runtime/system.ts';
+import type { Credentials } from '../chain/runtime/credentials.ts';
 import { TcpNet } from '../chain/runtime/tcp-net.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
 import { Router, type RouterOptions } from './router.ts';
@@ -77,9 +78,12 @@ export const defaultProxyLimits: ProxyLimits = Object.freeze({
   viewersTrackedMax: 100_000,
 });
 
-export interface ProxyOptions extends RouterOptions {
-  readonly cluster: string;
-  readonly secret: string;
+/**
+ * The proxy's chain credentials are the client role's only (`keys: {client}`, as
+ * LocalCluster.clientOptions gives): it can submit and subscribe, not configure a chain or
+ * read a document's full state. Tests may pass a cluster `secret` instead.
+ */
+export interface ProxyOptions extends RouterOptions, Credentials {
   readonly frameBytesMax?: number;
   readonly host?: string;
   /** 0 picks a free port. */
@@ -147,7 +151,10 @@ export class ProxyServer {
     this.limits = Object.freeze({ ...defaultProxyLimits, ...options.limits });
     this.keyring = proxyKeyring(options);
     const log = (line: string): void => options.log?.(line);
-    this.router = new Router({ net: new TcpNet({ cluster: options.cluster, secret: options.secret, frameBytesMax: options.frameBytesMax }), clock: systemClock }, options);
+    this.router = new Router(
+      { net: new TcpNet({ cluster: options.cluster, secret: options.secret, keys: options.keys, transport: options.transport, frameBytesMax: options.frameBytesMax }), clock: systemClock },
+      options,
+    );
     this.server = http.createServer((req, res) => {
       req.on('error', (e) => log(`http request: ${e.message}`));
       res.on('error', (e) => log(`http response: ${e.message}`));

@@ -116,7 +116,7 @@ test.serial('a head stopped for 4 s and replaced: its subscribers hear within th
     await cluster.waitHealthy();
     const config = cluster.manager.configs.get('c1');
     for (const m of config?.members ?? []) {
-      const status = await nodeStatus(m.address, opts, { includeState: true });
+      const status = await nodeStatus(m.address, cluster.adminOptions, { includeState: true });
       const value = (status.chains.find((c) => c.chain === 'c1')?.docs.find((d) => d.doc === doc)?.state as { value?: number } | undefined)?.value;
       t.is(value, 31, `${m.node} holds ${value}`);
     }

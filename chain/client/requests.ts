@@ -368,6 +368,8 @@ export interface DocStatus {
   stateDigest?: string;
   dedupeDigest?: string;
   lastDeltaDigest?: string;
+  /** A truncated hash of the document's secret entropy (equal on every replica; the entropy itself goes only to peers, never to clients or admins). */
+  entropyDigest?: string;
   state?: unknown;
 }
 export interface ChainStatus {

@@ -165,7 +165,13 @@ export class Connection {
     try {
       bytes = frame(encodeFrame(f), this.frameBytesMax);
     } catch (error) {
-      // Our own frame is too large: a bug or an unbounded input upstream; fail loudly here.
+      // Our own frame is too large. An answer to one request (or one subscription's update)
+      // fails that request alone: a shared connection (the proxy's pool) serves others too.
+      const requestId = (f as unknown as Record<string, { requestId?: unknown } | undefined>)[f.kind]?.requestId;
+      if (typeof requestId === 'number' && requestId > 0 && f.kind !== 'failure') {
+        this.send(failure('frame_too_large', `the answer to request ${requestId} is over frameBytesMax (${this.frameBytesMax}): ${(error as Error).message}`, { requestId, retryable: false }));
+        return;
+      }
       this.fail('frame_too_large', (error as Error).message);
       return;
     }

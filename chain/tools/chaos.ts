@@ -927,7 +927,7 @@ function checkAgreement(statuses: Map<string, ChainStatus>): void {
         violations.add('agreement', `${a === undefined ? refId : id} lacks ${doc}`, doc);
         continue;
       }
-      const fields = (['appliedSeq', 'stateDigest', 'dedupeDigest', 'lastDeltaDigest'] as const).filter((f) => a[f] !== b[f]);
+      const fields = (['appliedSeq', 'stateDigest', 'dedupeDigest', 'lastDeltaDigest', 'entropyDigest'] as const).filter((f) => a[f] !== b[f]);
       if (fields.length > 0) {
         violations.add('agreement', `${refId} and ${id} differ in ${fields.map((f) => `${f} (${a[f]} vs ${b[f]})`).join(', ')}`, doc);
       }

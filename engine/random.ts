@@ -1,4 +1,4 @@
-// The only randomness document code can reach: documentRandom, a PRNG seeded from
+// The only randomness document code can reach: documentRandom, keyed by
 // HMAC-SHA256(entropy, doc | seq). The entropy is a per-document secret key: 32 random bytes
 // made by the head that creates the document, replicated with it (the envelope of seq 1,
 // catch-ups) and persisted in its record, and never shown to a viewer. Every replica draws the
@@ -6,9 +6,9 @@
 // and every seq still cannot predict a shuffle: without the key, the seed is a MAC it cannot
 // compute.
 //
-// Generator: sfc32 (public domain, 32-bit) on the first 16 bytes of the MAC.
-// seededRandom (cyrb128 over plain text) is not keyed: tools use it for reproducible fault
-// schedules from a printed seed; document code never gets it.
+// Generator: HMAC-SHA256(MAC, counter) blocks, 8 draws of 32 bits each, so outputs reveal
+// nothing about other draws. seededRandom (cyrb128 and sfc32 over plain text) is not keyed:
+// tools use it for reproducible fault schedules from a printed seed; document code never gets it.
 
 import { createHmac } from 'node:crypto';
 import { assert } from './assert.ts';
@@ -51,8 +51,29 @@ function cyrb128(text: string): [number, number, number, number] {
 
 /** The PRNG of message `seq` of document `doc`: ctx.random and ctx.randomInt draw from it. */
 export function documentRandom(doc: string, seq: number, entropy: DocumentEntropy): Random {
-  const mac = createHmac('sha256', entropy).update(`${doc}\u0000${seq}`).digest();
-  return sfc32(mac.readUInt32LE(0), mac.readUInt32LE(4), mac.readUInt32LE(8), mac.readUInt32LE(12));
+  // A keyed generator: HMAC-SHA256 in counter mode under a per-message key. Unlike a small
+  // PRNG seeded from a MAC, its outputs do not give away its state: a viewer who sees some
+  // draws of a deal (its own cards) learns nothing about the others.
+  const key = createHmac('sha256', entropy).update(`${doc}\u0000${seq}`).digest();
+  let block: Buffer = Buffer.alloc(0);
+  let counter = 0;
+  let word = 8;
+  const counterBytes = Buffer.alloc(4);
+  const next = (): number => {
+    if (word === 8) {
+      counterBytes.writeUInt32BE(counter++, 0);
+      block = createHmac('sha256', key).update(counterBytes).digest();
+      word = 0;
+    }
+    return block.readUInt32LE(4 * word++) / 4294967296;
+  };
+  return {
+    next,
+    int(bound: number): number {
+      assert(Number.isInteger(bound) && bound > 0 && bound <= 4294967296, `random.int: bad bound ${bound}`);
+      return Math.floor(next() * bound);
+    },
+  };
 }
 
 /** An unkeyed PRNG from text (tools' reproducible schedules; predictable by anyone who knows the text). */

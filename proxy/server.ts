@@ -60,7 +60,7 @@ export const defaultProxyLimits: ProxyLimits = Object.freeze({
   frameBytesMax: 64 * 1024,
   unauthenticatedFrameBytesMax: 2_048,
   helloTimeoutMs: 5_000,
-  unauthenticatedMax: 1_000,
+  unauthenticatedMax: 256,
   payloadDepthMax: 32,
   messageValuesMax: 4_096,
   tokenLifetimeMsMax: tokenLifetimeMsMaxDefault,
@@ -134,6 +134,10 @@ interface ViewerUse {
   windowCount: number;
 }
 
+/** An HTTP request's headers must arrive within this, the whole request within the next. */
+export const httpHeadersTimeoutMs = 10_000;
+export const httpRequestTimeoutMs = 30_000;
+
 export class ProxyServer {
   readonly limits: ProxyLimits;
   private readonly keyring: ViewerKeyring;
@@ -185,6 +189,10 @@ export class ProxyServer {
     });
     // A hard ceiling well above frameBytesMax: up to it, an oversized message gets a typed error first.
     this.wss = new WebSocketServer({ server: this.server, path: '/ws', maxPayload: this.limits.frameBytesMax * 4 });
+    // HTTP before the upgrade is bounded too: slow headers and bodies time out, connections are capped.
+    this.server.headersTimeout = httpHeadersTimeoutMs;
+    this.server.requestTimeout = httpRequestTimeoutMs;
+    this.server.maxConnections = this.limits.connectionsMax + this.limits.unauthenticatedMax;
     this.wss.on('error', (e) => log(`websocket server: ${e.message}`));
     this.wss.on('connection', (ws) => this.serve(ws));
   }
@@ -229,6 +237,9 @@ export class ProxyServer {
     const fatal = (closeCode: number, code: string, message: string): void => {
       error(code, message, false);
       ws.close(closeCode, code);
+      // A client that never answers the close frame would keep the socket (and its messages
+      // would keep arriving, see onMessage) for ws's close timeout: cut it after 2 s.
+      setTimeout(() => ws.terminate(), 2_000).unref();
     };
     if (this.connections >= limits.connectionsMax) {
       ws.close(1013, 'too many connections; retry later');
@@ -286,6 +297,8 @@ export class ProxyServer {
     };
 
     const onMessage = (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void => {
+      // After a fatal close (an expired token, a flood) nothing more is served on this connection.
+      if (ws.readyState !== ws.OPEN) return;
       lastHeard = Date.now();
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
       if (bytes > limits.frameBytesMax) return fatal(1009, 'frame_too_large', `messages are at most ${limits.frameBytesMax} bytes; this one was ${bytes}`);

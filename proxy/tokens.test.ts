@@ -55,3 +55,13 @@ test('fuzz: verifyToken answers any input with a typed result and never throws',
   );
   t.like(verifyToken(ring, good), { ok: true });
 });
+
+test('a token issued for longer than tokenLifetimeMsMax stays refused as it ages (the lifetime is exp - iat)', (t) => {
+  const secret = 'a-viewer-secret-long-enough';
+  const issued = 1_700_000_000_000;
+  const year = 365 * 24 * 3_600_000;
+  const token = mintToken(secret, 'mallory', year, issued);
+  const late = verifyToken(secret, token, { now: issued + year - 12 * 3_600_000, lifetimeMsMax: 24 * 3_600_000 });
+  t.false(late.ok, 'refused half a day before its expiry too');
+  t.true(verifyToken(secret, mintToken(secret, 'alice', 3_600_000, issued), { now: issued + 1_000, lifetimeMsMax: 24 * 3_600_000 }).ok);
+});

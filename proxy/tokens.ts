@@ -1,6 +1,6 @@
 // Viewer tokens: who a WebSocket client is, signed by whoever runs the proxy.
 //
-//   token = base64url(JSON {v: viewer, exp: ms since epoch, kid: key id}) "." base64url(HMAC-SHA256)
+//   token = base64url(JSON {v: viewer, iat: issued, exp: expires (ms since epoch), kid: key id}) "." base64url(HMAC-SHA256)
 //
 // The MAC covers "adama-viewer/2|" + the first part, under the viewer secret named by `kid`.
 // The proxy holds several secrets by key id (a keyring), so a new key can sign new tokens while
@@ -69,13 +69,16 @@ export function parseViewerSecrets(text: string): { keyring: ViewerKeyring; sign
   return { keyring, signing };
 }
 
+/** Clock difference between the minting and the checking host tolerated for iat (ms). */
+export const tokenClockSkewMs = 60_000;
+
 export function mintToken(key: string | ViewerKey, viewer: string, ttlMs: number, now = Date.now()): string {
   const { id, secret } = typeof key === 'string' ? { id: defaultKeyId, secret: key } : key;
   if (!viewerPattern.test(viewer)) throw new Error(`viewer names match ${viewerPattern}, not ${JSON.stringify(viewer)}`);
   if (!keyIdPattern.test(id)) throw new Error(`key ids match ${keyIdPattern}, not ${JSON.stringify(id)}`);
   if (secret.length < 8) throw new Error('the viewer secret must be at least 8 characters');
   if (!Number.isFinite(ttlMs)) throw new Error('the token lifetime must be a finite number of ms');
-  const body = Buffer.from(JSON.stringify({ v: viewer, exp: Math.floor(now + ttlMs), kid: id })).toString('base64url');
+  const body = Buffer.from(JSON.stringify({ v: viewer, iat: Math.floor(now), exp: Math.floor(now + ttlMs), kid: id })).toString('base64url');
   return `${body}.${mac(secret, body).toString('base64url')}`;
 }
 
@@ -104,7 +107,7 @@ export function verifyToken(secrets: string | ViewerKeyring, token: unknown, opt
     return bad('the token body is not JSON');
   }
   if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) return bad('the token body is not an object');
-  const { v, exp, kid } = claims as { v?: unknown; exp?: unknown; kid?: unknown };
+  const { v, iat, exp, kid } = claims as { v?: unknown; iat?: unknown; exp?: unknown; kid?: unknown };
   if (typeof kid !== 'string' || !keyIdPattern.test(kid)) return bad('the token names no key id (kid)');
   const keyring = keyringOf(secrets);
   const secret = Object.hasOwn(keyring, kid) ? keyring[kid] : undefined;
@@ -114,6 +117,9 @@ export function verifyToken(secrets: string | ViewerKeyring, token: unknown, opt
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return bad('the token signature does not match (wrong secret, or the token was altered)');
   if (typeof v !== 'string' || !viewerPattern.test(v) || typeof exp !== 'number' || !Number.isFinite(exp)) return bad('the token body lacks a viewer or an expiry');
   if (exp <= now) return { ok: false, code: 'expired_token', message: `the token expired ${Math.round((now - exp) / 1000)} s ago; get a new one` };
+  // The lifetime is exp - iat: a long-lived token does not become acceptable as it ages.
+  if (typeof iat !== 'number' || !Number.isFinite(iat) || iat > now + tokenClockSkewMs) return bad('the token has no valid issue time (iat)');
+  if (exp - iat > lifetimeMsMax) return bad(`the token was issued for ${Math.round((exp - iat) / 1000)} s; this proxy accepts at most ${Math.round(lifetimeMsMax / 1000)} s (tokenLifetimeMsMax)`);
   if (exp - now > lifetimeMsMax) return bad(`the token expires in ${Math.round((exp - now) / 1000)} s; this proxy accepts at most ${Math.round(lifetimeMsMax / 1000)} s (tokenLifetimeMsMax)`);
   return { ok: true, viewer: v, expiresAt: exp, keyId: kid };
 }

@@ -314,7 +314,11 @@ export class Connection {
               ...tlsVersions,
               ciphers: tlsCiphers,
               pskCallback: () => ({ psk: Buffer.from(key, 'base64url'), identity: pskIdentity(options.role, options.node) }),
-              checkServerIdentity: () => undefined,
+              // Only the pre-shared key authenticates a node: a listener that answers with a
+              // certificate instead (TLS 1.3 lets a server ignore the PSK), whoever signed it,
+              // is refused. The PSK path never consults this.
+              rejectUnauthorized: true,
+              checkServerIdentity: () => new Error('a node authenticates with the pre-shared key of its role, never with a certificate'),
             })
           : net.connect({ host, port });
       socket.on('error', ignore);
@@ -332,7 +336,8 @@ export class Connection {
       };
       const timer = setTimeout(() => settle(new ConnectionError('connect_timeout', `no connection to ${address} within ${timeoutMs} ms`)), timeoutMs);
       const onError = (error: Error & { code?: string }): void => {
-        const tlsFailure = typeof error.code === 'string' && error.code.startsWith('ERR_SSL');
+        // OpenSSL's refusals, and a listener that offered a certificate instead of our key (no code, or a certificate error).
+        const tlsFailure = transport === 'tls' && (typeof error.code !== 'string' || error.code.startsWith('ERR_SSL') || /CERT|SELF_SIGNED/.test(error.code));
         settle(
           tlsFailure
             ? new ConnectionError('bad_auth', `${address} did not complete TLS with our ${options.role} key (${error.code}): it holds another key, or is not a node of this cluster`)
@@ -342,6 +347,14 @@ export class Connection {
       socket.once('error', onError);
       socket.once(transport === 'tls' ? 'secureConnect' : 'connect', () => {
         socket.removeListener('error', onError);
+        if (transport === 'tls') {
+          const tlsSocket = socket as tls.TLSSocket;
+          const certificate = tlsSocket.getPeerCertificate();
+          if (!tlsSocket.isSessionReused() || (certificate !== null && Object.keys(certificate).length > 0)) {
+            settle(new ConnectionError('bad_auth', `${address} completed TLS without our ${options.role} key (a certificate instead): not a node of this cluster`));
+            return;
+          }
+        }
         handshake(socket, { ...options, handshakeTimeoutMs: timeoutMs }, (first, rest) => {
           if (first.kind === 'failure') throw new ConnectionError(first.failure.code, first.failure.message);
           if (first.kind !== 'hello' || first.hello.role !== 'listener') throw new ConnectionError('protocol_error', 'the listener did not send its hello');

@@ -24,6 +24,8 @@ test('finding 8: no credentials, the development secret, or a short secret are r
   t.throws(() => keysFromEnv({}, 'c', ['peer'], quiet), { instanceOf: CredentialError, message: /--dev/ });
   t.throws(() => keysFromEnv({ ADAMA_CLUSTER_SECRET: devClusterSecret }, 'c', ['peer'], quiet), { instanceOf: CredentialError, message: /development secret/ });
   t.throws(() => keysFromEnv({ ADAMA_CLUSTER_SECRET: 'short' }, 'c', ['peer'], quiet), { instanceOf: CredentialError, message: /at least/ });
+  const devKeys = deriveKeyring(devClusterSecret, 'c');
+  t.throws(() => keysFromEnv({ ADAMA_PEER_KEY: devKeys.peer }, 'c', ['peer'], quiet), { instanceOf: CredentialError, message: /derived from the development secret/ });
   const warnings: string[] = [];
   const keys = keysFromEnv({}, 'c', ['peer'], { dev: true, warn: (line) => warnings.push(line) });
   t.deepEqual(keys, { peer: deriveKeyring(devClusterSecret, 'c').peer });

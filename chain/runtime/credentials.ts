@@ -107,7 +107,11 @@ export function keysFromEnv(
   }
   const missing = roles.filter((r) => given[r] === undefined);
   if (missing.length === 0) {
-    for (const role of roles) if ((given[role] as string).length < secretCharsMin) throw new CredentialError(`${envName(role)} is shorter than ${secretCharsMin} characters`);
+    const dev = deriveKeyring(devClusterSecret, cluster);
+    for (const role of roles) {
+      if ((given[role] as string).length < secretCharsMin) throw new CredentialError(`${envName(role)} is shorter than ${secretCharsMin} characters`);
+      if (given[role] === dev[role] && !options.dev) throw new CredentialError(`${envName(role)} is derived from the development secret "${devClusterSecret}": use keys of your own, or pass --dev`);
+    }
     return given;
   }
   if (!options.dev) {

@@ -3,9 +3,14 @@
 // connection authenticate, each credential grants one role, and frames are protected.
 
 import test from 'ava';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import { AdminClient, ChainClient, ChainError, lookupHead } from '../client/tcp.ts';
 import { commit, committed, rawClient, sleep, startTestNode, testCluster, type TestNode } from '../tools/test-node.ts';
 import { deriveKeyring } from './credentials.ts';
@@ -185,6 +190,42 @@ test.serial('finding 6: a process answering at a node address without the keys i
     impostorTls.close();
     impostorPlain.close();
     await node.stop();
+  }
+});
+
+test.serial('finding 6: a listener with a CA-signed certificate instead of the role key is refused', async (t) => {
+  // TLS 1.3 lets a server ignore the offered PSK and present a certificate. Here the impostor's
+  // certificate is even trusted (NODE_EXTRA_CA_CERTS, standing in for a public CA).
+  const dir = mkdtempSync(path.join(tmpdir(), 'adama-impostor-'));
+  const keyFile = path.join(dir, 'key.pem');
+  const certFile = path.join(dir, 'cert.pem');
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=attacker.example', '-days', '1', '-keyout', keyFile, '-out', certFile],
+    { stdio: 'ignore' },
+  );
+  const impostor = tls.createServer({ key: readFileSync(keyFile), cert: readFileSync(certFile), minVersion: 'TLSv1.3' }, (s) => {
+    s.on('error', () => {});
+    s.write(frame(encodeFrame(make('hello', { cluster: testCluster, node: 'n2', epoch: 0, role: 'listener', nonce: randomBytes(16), mac: new Uint8Array() }))));
+  });
+  impostor.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => impostor.listen(0, '127.0.0.1', () => resolve()));
+  try {
+    const address = `127.0.0.1:${(impostor.address() as net.AddressInfo).port}`;
+    const connection = new URL('./connection.ts', import.meta.url).pathname;
+    const script = `const { Connection } = await import(${JSON.stringify(connection)});
+Connection.dial(${JSON.stringify(address)}, { cluster: ${JSON.stringify(testCluster)}, keys: { peer: 'k'.repeat(43) }, node: 'n1', role: 'peer' }).then(
+  (c) => { console.log('accepted ' + c.peer.node); process.exit(0); },
+  (e) => { console.log(e.code); process.exit(0); });`;
+    // Asynchronously: the impostor lives in this process and must answer meanwhile.
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: certFile },
+      encoding: 'utf8',
+    });
+    t.is(stdout.trim(), 'bad_auth');
+  } finally {
+    impostor.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

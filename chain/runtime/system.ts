@@ -47,12 +47,13 @@ export class UdpDatagrams implements Datagrams {
       this.dropped++;
       return;
     }
-    this.socket.send(bytes, port, host, () => {
-      // Send errors (an unreachable address) surface on the socket's error handler.
+    this.socket.send(bytes, port, host, (error) => {
+      // A send that failed (an unreachable or unresolvable address) is a lost datagram, as UDP allows.
+      if (error) this.dropped++;
     });
   }
 
-  /** Datagrams not sent because their address was not host:port. */
+  /** Datagrams not sent: an address that was not host:port, or a send that failed. */
   dropped = 0;
 
   onReceive(handler: (bytes: Uint8Array) => void): void {

@@ -97,6 +97,8 @@ export function listenConnections(
   if (transport === 'plain') warnPlain();
   const handshakesMax = options.handshakesMax ?? handshakesMaxDefault;
   const timeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+  // Refusals are logged at most logLinesPerSecondMax a second (a flood must not flood the log).
+  const limited = rateLimitedLog(log);
   /** Sockets in their handshake, by remote address (a TLS socket has the same one as its raw socket). */
   const handshaking = new Map<string, () => void>();
   let refused = 0;
@@ -104,14 +106,15 @@ export function listenConnections(
   const admit = (raw: net.Socket): boolean => {
     raw.on('error', () => {});
     if (handshaking.size >= handshakesMax) {
-      if (refused++ % 1_000 === 0) log(`refused a connection: ${handshakesMax} connections are in their handshake (handshakesMax); ${refused} refused so far`);
+      refused++;
+      limited(`refused a connection: ${handshakesMax} connections are in their handshake (handshakesMax); ${refused} refused so far`);
       raw.destroy();
       return false;
     }
     const remote = remoteOf(raw);
     // The deadline covers TLS and the hellos (a socket that never sends a byte included).
     const deadline = setTimeout(() => {
-      log(`rejected a connection: handshake_timeout: no completed handshake within ${timeoutMs} ms`);
+      limited(`rejected a connection: handshake_timeout: no completed handshake within ${timeoutMs} ms`);
       raw.destroy();
     }, timeoutMs);
     deadline.unref();
@@ -129,7 +132,7 @@ export function listenConnections(
         handshaking.get(remoteOf(socket))?.();
         accept(connection);
       },
-      (error: Error) => log(`rejected a connection: ${error.message}`),
+      (error: Error) => limited(`rejected a connection: ${error.message}`),
     );
   };
   let server: net.Server;
@@ -140,7 +143,7 @@ export function listenConnections(
     });
     tlsServer.on('secureConnection', (socket: tls.TLSSocket) => serve(socket));
     tlsServer.on('tlsClientError', (error: Error & { code?: string }) =>
-      log(`rejected a connection: bad_auth: TLS handshake failed (${error.code ?? error.message.split('\n')[0]}): the peer does not hold the key of the role it claims, or is not TLS`),
+      limited(`rejected a connection: bad_auth: TLS handshake failed (${error.code ?? error.message.split('\n')[0]}): the peer does not hold the key of the role it claims, or is not TLS`),
     );
     server = tlsServer;
   } else {
@@ -156,4 +159,24 @@ export function listenConnections(
       resolve(server);
     });
   });
+}
+
+/** Lines of refusals a listener logs per second; the rest are counted in the next line. */
+export const logLinesPerSecondMax = 10;
+
+function rateLimitedLog(log: (line: string) => void): (line: string) => void {
+  let windowStart = 0;
+  let lines = 0;
+  let suppressed = 0;
+  return (line) => {
+    const now = Date.now();
+    if (now - windowStart >= 1_000) {
+      if (suppressed > 0) log(`(${suppressed} more refusals in the last second not logged)`);
+      windowStart = now;
+      lines = 0;
+      suppressed = 0;
+    }
+    if (lines++ < logLinesPerSecondMax) log(line);
+    else suppressed++;
+  };
 }

@@ -67,8 +67,8 @@ async function spawnCli(
   startTimeoutMs = 20_000,
   on: { stderr: (line: string) => void; stdout: (line: string, listening: boolean) => void },
 ): Promise<{ address: string; child: ChildProcess; exited: Promise<number | null>; kill(signal?: NodeJS.Signals): Promise<void> }> {
-  // A child gets only the credentials given here, never the parent's.
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'ADAMA_CLUSTER_SECRET' && !/^ADAMA_[A-Z]+_KEY$/.test(name)));
+  // A child gets only the credentials given here, never the parent's (nor the viewer secret).
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^ADAMA_(.*_)?(SECRET|KEY)$/.test(name)));
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit').then(([code]) => code as number | null);
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', on.stderr);

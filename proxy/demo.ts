@@ -349,6 +349,9 @@ published development secrets instead (so \`npm run token -- --dev\` tokens work
     tokenTtlMs: tokenTtlS * 1_000,
     dev: values.dev === true,
     log: (line) => console.error(line),
+  }).catch((error: Error) => {
+    console.error(`error: ${error.message}`);
+    process.exit(2);
   });
   const said: Record<SecretSource, string> = { option: 'given', environment: 'from the environment', generated: 'generated for this run', development: 'THE PUBLISHED DEVELOPMENT SECRET' };
   console.log(`secrets: cluster ${said[demo.secrets.cluster]} (ADAMA_CLUSTER_SECRET), viewer ${said[demo.secrets.viewer]} (ADAMA_VIEWER_SECRET)`);

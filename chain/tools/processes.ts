@@ -30,6 +30,8 @@ export interface NodeProcessOptions {
   configStore?: string;
   /** Extra environment (e.g. limits for tests). */
   env?: Record<string, string>;
+  /** Extra arguments to node itself (the profiler: --cpu-prof is not allowed in NODE_OPTIONS). */
+  nodeArgs?: string[];
   /** Lines the child logs, prefixed with its id. */
   onLog?: (line: string) => void;
   startTimeoutMs?: number;
@@ -49,7 +51,7 @@ export async function spawnNode(options: NodeProcessOptions): Promise<NodeProces
   if (options.forwardDelayMs !== undefined) args.push('--forward-delay-ms', String(options.forwardDelayMs));
   if (options.gossipSeeds !== undefined) args.push('--gossip-seeds', options.gossipSeeds.map((s) => `${s.node}=${s.address}`).join(','));
   if (options.configStore !== undefined) args.push('--config-store', options.configStore);
-  const p = await spawnCli(`node ${options.id}`, args, { ...options.env, ...keyEnv(deriveKeyring(options.secret, options.cluster)) }, options.startTimeoutMs, {
+  const p = await spawnCli(`node ${options.id}`, [...(options.nodeArgs ?? []), ...args], { ...options.env, ...keyEnv(deriveKeyring(options.secret, options.cluster)) }, options.startTimeoutMs, {
     stderr: (line) => options.onLog?.(`${options.id}! ${line}`),
     stdout: (line) => options.onLog?.(`${options.id}: ${line}`),
   });

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { wellFormed } from '../chain/client/requests.ts';
 import { chainIds, chainOf } from '../chain/control/placement.ts';
-import { devClusterSecret, secretCharsMin } from '../chain/runtime/credentials.ts';
+import { checkClusterSecret, devClusterSecret, devSecretWarning } from '../chain/runtime/credentials.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { ProxyServer } from './server.ts';
 import { devViewerSecret, mintToken, parseViewerSecrets, tokenLifetimeMsMaxDefault, type ViewerKey } from './tokens.ts';
@@ -254,15 +254,8 @@ export async function startDemo(options: DemoOptions): Promise<Demo> {
   const dev = options.dev === true;
   const clusterSecret = secretFrom(options.clusterSecret, process.env.ADAMA_CLUSTER_SECRET, dev, devClusterSecret);
   const viewerSecret = secretFrom(options.viewerSecret, process.env.ADAMA_VIEWER_SECRET, dev, devViewerSecret);
-  if (clusterSecret.value === devClusterSecret && !dev) {
-    throw new Error(`the cluster secret is the published development secret "${devClusterSecret}": unset ADAMA_CLUSTER_SECRET (a fresh one is made for the run), set your own, or pass --dev`);
-  }
-  if (clusterSecret.value.length < secretCharsMin) throw new Error(`the cluster secret is shorter than ${secretCharsMin} characters`);
-  if (dev) {
-    options.log?.(
-      `WARNING: --dev: the cluster runs on the published development secret "${devClusterSecret}" (anyone who has this code can join it and read every document); never outside your own machine`,
-    );
-  }
+  checkClusterSecret(clusterSecret.value, dev);
+  if (clusterSecret.value === devClusterSecret) options.log?.(devSecretWarning);
   const viewerKeys = parseViewerSecrets(viewerSecret.value);
   const adminKey = options.adminKey ?? randomBytes(24).toString('base64url');
   const tokenTtlMs = options.tokenTtlMs ?? demoTokenTtlMsDefault;

@@ -83,6 +83,15 @@ export function randomSecret(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/** What every process running on the development secret says when it starts. */
+export const devSecretWarning = `WARNING: --dev: running on the public development secret "${devClusterSecret}". Anyone who has this code can join this cluster, configure its chains and read every document. Never use it outside your own machine.`;
+
+/** A cluster secret's rules: not the development secret (unless dev), and not short. */
+export function checkClusterSecret(secret: string, dev: boolean): void {
+  if (secret === devClusterSecret && !dev) throw new CredentialError(`the cluster secret is the development secret "${devClusterSecret}": set a secret of your own, or pass --dev`);
+  if (secret.length < secretCharsMin) throw new CredentialError(`the cluster secret is ${secret.length} characters; use at least ${secretCharsMin} (for example: openssl rand -base64 32)`);
+}
+
 /**
  * The keys a process gets from its environment: ADAMA_<ROLE>_KEY for each role it needs, or
  * ADAMA_CLUSTER_SECRET to derive them. With neither: the development secret when `dev`, else
@@ -101,8 +110,7 @@ export function keysFromEnv(
     if (v !== undefined && v !== '') given[role] = v;
   }
   if (secret !== undefined && secret !== '') {
-    if (secret === devClusterSecret && !options.dev) throw new CredentialError(`the cluster secret is the development secret "${devClusterSecret}": set a secret of your own, or pass --dev`);
-    if (secret.length < secretCharsMin) throw new CredentialError(`the cluster secret is ${secret.length} characters; use at least ${secretCharsMin} (for example: openssl rand -base64 32)`);
+    checkClusterSecret(secret, options.dev);
     return onlyRoles({ ...deriveKeyring(secret, cluster), ...given }, roles);
   }
   const missing = roles.filter((r) => given[r] === undefined);
@@ -117,8 +125,6 @@ export function keysFromEnv(
   if (!options.dev) {
     throw new CredentialError(`no credentials: set ADAMA_CLUSTER_SECRET, or ${missing.map(envName).join(', ')}; or pass --dev to run on the public development secret (never outside your machine)`);
   }
-  options.warn(
-    `WARNING: --dev: running on the public development secret "${devClusterSecret}". Anyone who has this code can join this cluster, configure its chains and read every document. Never use it outside your own machine.`,
-  );
+  options.warn(devSecretWarning);
   return onlyRoles({ ...deriveKeyring(devClusterSecret, cluster), ...given }, roles);
 }

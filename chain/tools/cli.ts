@@ -13,7 +13,19 @@ import { reconfigureThroughStore } from '../control/operator.ts';
 import { systemClock } from '../runtime/system.ts';
 import { TcpNet } from '../runtime/tcp-net.ts';
 import { addTail, catchingUp, initialConfig, removeNode } from '../control/decisions.ts';
-import { CredentialError, deriveKeyring, devClusterSecret, envName, type Keyring, type KeyRole, keyRoles, keysFromEnv, secretCharsMin, type Transport } from '../runtime/credentials.ts';
+import {
+  CredentialError,
+  checkClusterSecret,
+  deriveKeyring,
+  devClusterSecret,
+  devSecretWarning,
+  envName,
+  type Keyring,
+  type KeyRole,
+  keyRoles,
+  keysFromEnv,
+  type Transport,
+} from '../runtime/credentials.ts';
 import { ChainNode } from '../runtime/node.ts';
 import { freeUdpPort, spawnManager, spawnNode, type ManagerProcess, type NodeProcess } from './processes.ts';
 import { pushConfig } from './reconfigure.ts';
@@ -75,11 +87,14 @@ function clusterSecretOf(o: Values): string {
   if (secret === undefined || secret === '') {
     if (o.dev !== true)
       fail('this command starts nodes itself and needs the cluster secret: set ADAMA_CLUSTER_SECRET (for example: export ADAMA_CLUSTER_SECRET=$(openssl rand -base64 32)), or pass --dev');
-    console.error(`WARNING: --dev: running on the public development secret "${devClusterSecret}". Anyone who has this code can join this cluster. Never use it outside your own machine.`);
+    console.error(devSecretWarning);
     return devClusterSecret;
   }
-  if (secret === devClusterSecret && o.dev !== true) fail(`the cluster secret is the development secret "${devClusterSecret}": set a secret of your own, or pass --dev`);
-  if (secret.length < secretCharsMin) fail(`the cluster secret is ${secret.length} characters; use at least ${secretCharsMin} (for example: openssl rand -base64 32)`);
+  try {
+    checkClusterSecret(secret, o.dev === true);
+  } catch (error) {
+    fail((error as Error).message);
+  }
   return secret;
 }
 

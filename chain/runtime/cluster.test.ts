@@ -3,8 +3,6 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import type net from 'node:net';
-import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChainSession } from '../client/session.ts';
@@ -13,12 +11,12 @@ import type { ChainConfig } from '../core/config.ts';
 import { initialConfig } from '../control/decisions.ts';
 import type { ManagerLoop } from '../control/manager-loop.ts';
 import { spawnNode, type NodeProcess } from '../tools/processes.ts';
+import { rawClient } from '../tools/test-node.ts';
 import { pushConfig, toolManager, waitFor } from '../tools/reconfigure.ts';
 import { Connection } from './connection.ts';
-import { deriveKeyring } from './credentials.ts';
 import { connectionOptions } from './tcp-net.ts';
-import { frame, FrameReader } from './framing.ts';
-import { decodeFrame, encodeFrame, make, type Frame } from './wire.ts';
+import { frame } from './framing.ts';
+import { encodeFrame, make, type Frame } from './wire.ts';
 
 const cluster = 'test';
 const secret = randomBytes(12).toString('hex');
@@ -300,37 +298,6 @@ test.serial('a wrong cluster secret cannot submit, join or configure', async (t)
   }
 });
 
-/** A raw TLS connection that has completed the handshake as a client (keys derived from the test's secret). */
-async function rawClient(address: string): Promise<{ socket: net.Socket; frames: Promise<Frame[]> }> {
-  const [host, port] = address.split(':') as [string, string];
-  const key = Buffer.from(deriveKeyring(secret, cluster).client, 'base64url');
-  const socket = tls.connect({
-    host,
-    port: Number(port),
-    minVersion: 'TLSv1.3',
-    ciphers: 'TLS_AES_128_GCM_SHA256',
-    pskCallback: () => ({ psk: key, identity: 'client/raw' }),
-    checkServerIdentity: () => undefined,
-  });
-  const reader = new FrameReader();
-  const frames: Frame[] = [];
-  let helloDone: (hello: Frame) => void = () => {};
-  const hello = new Promise<Frame>((resolve) => (helloDone = resolve));
-  socket.on('data', (chunk) => {
-    for (const body of reader.push(chunk)) {
-      const f = decodeFrame(body);
-      if (f.kind === 'hello') helloDone(f);
-      else frames.push(f);
-    }
-  });
-  const closed = new Promise<Frame[]>((resolve) => socket.on('close', () => resolve(frames)));
-  socket.on('error', () => {});
-  const listener = await hello;
-  if (listener.kind !== 'hello') throw new Error('no hello');
-  socket.write(frame(encodeFrame(make('hello', { cluster, node: 'raw', epoch: 0, role: 'client', nonce: randomBytes(16), mac: new Uint8Array() }))));
-  return { socket, frames: closed };
-}
-
 test.serial('garbage, truncated and oversized frames close only that connection, with a typed error', async (t) => {
   const c = await startCluster(1);
   try {
@@ -338,22 +305,22 @@ test.serial('garbage, truncated and oversized frames close only that connection,
     const s = session(c, 'good');
     await s.submit({ doc: 'doc-g', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'good' });
 
-    const garbage = await rawClient(address);
+    const garbage = await rawClient({ address, secret, transport: 'tls' }, 'raw', cluster);
     garbage.socket.write(frame(Buffer.from('this is not a protobuf frame at all \xff\xff\xff')));
-    const oversized = await rawClient(address);
+    const oversized = await rawClient({ address, secret, transport: 'tls' }, 'raw', cluster);
     const header = Buffer.alloc(4);
     header.writeUInt32BE(512 * 1024 * 1024);
     oversized.socket.write(header);
-    const truncated = await rawClient(address);
+    const truncated = await rawClient({ address, secret, transport: 'tls' }, 'raw', cluster);
     const whole = frame(
       encodeFrame(make('submit', { requestId: 1, chain: 'c1', doc: 'doc-g', docType: 'counter', channel: 'add', payloadJson: '{"by":1}', clientId: 'raw', clientSeq: 1, viewer: 'raw' })),
     );
     truncated.socket.end(whole.subarray(0, whole.length - 3));
 
     const codes = async (p: Promise<Frame[]>): Promise<string[]> => (await p).map((f) => (f.kind === 'failure' ? f.failure.code : f.kind));
-    t.deepEqual(await codes(garbage.frames), ['malformed_frame']);
-    t.deepEqual(await codes(oversized.frames), ['frame_too_large']);
-    await truncated.frames; // closed by the node after the half frame
+    t.deepEqual(await codes(garbage.closed), ['malformed_frame']);
+    t.deepEqual(await codes(oversized.closed), ['frame_too_large']);
+    await truncated.closed; // closed by the node after the half frame
     // The node still serves the good client, and the truncated submit was never applied.
     for (let i = 0; i < 5; i++) await s.submit({ doc: 'doc-g', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'good' });
     const status = await chainStatus(address);

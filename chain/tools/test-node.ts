@@ -87,9 +87,13 @@ export async function committed(node: TestNode): Promise<ChainStatus['docs']> {
 }
 
 /** A raw connection that completed the handshake as `client` (TLS PSK or plain mac, as the node). */
-export async function rawClient(node: TestNode, name = 'raw'): Promise<{ socket: net.Socket; frames: Frame[]; closed: Promise<Frame[]> }> {
+export async function rawClient(
+  node: Pick<TestNode, 'address' | 'secret' | 'transport'>,
+  name = 'raw',
+  cluster = testCluster,
+): Promise<{ socket: net.Socket; frames: Frame[]; closed: Promise<Frame[]> }> {
   const [host, port] = node.address.split(':') as [string, string];
-  const key = deriveKeyring(node.secret, testCluster).client;
+  const key = deriveKeyring(node.secret, cluster).client;
   const socket =
     node.transport === 'tls'
       ? tls.connect({
@@ -120,7 +124,7 @@ export async function rawClient(node: TestNode, name = 'raw'): Promise<{ socket:
   const closed = new Promise<Frame[]>((resolve) => socket.on('close', () => resolve(frames)));
   const listener = await hello;
   if (listener.kind !== 'hello') throw new Error('no hello');
-  const mine = { cluster: testCluster, node: name, epoch: 0, role: 'client' as const, nonce: randomBytes(16) };
+  const mine = { cluster, node: name, epoch: 0, role: 'client' as const, nonce: randomBytes(16) };
   const { helloMac } = await import('../runtime/connection.ts');
   const mac = node.transport === 'plain' ? helloMac(key, mine, listener.hello.nonce) : new Uint8Array();
   socket.write(frame(encodeFrame(make('hello', { ...mine, mac }))));

@@ -49,8 +49,13 @@ export function connectionOptions(options: TcpOptions, node: string): Connection
 }
 
 export class TcpNet implements Net {
-  constructor(private readonly options: TcpOptions) {
+  /** The options with the keys resolved once (deriving them from a secret is four HKDFs). */
+  private readonly options: TcpOptions;
+
+  constructor(options: TcpOptions) {
     if (options.transport === 'plain') warnPlain();
+    const { secret: _secret, ...rest } = options;
+    this.options = { ...rest, keys: keyringOf(options) };
   }
 
   dial(address: string, options: DialOptions, done: (result: Link | LinkError) => void): void {

@@ -27,6 +27,8 @@ const hostScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'base
 
 export interface Started {
   readonly address: string;
+  /** Every node's address, head first (chain systems: status queries). */
+  readonly addresses?: readonly string[];
   /** Credentials of its clients (default benchOptions). */
   readonly client?: ClientOptions;
   /** The processes that serve this system (nodes, the host, and mariadbd for MySQL), for CPU accounting. */
@@ -108,6 +110,7 @@ export async function startChain(k: number, syncWrites = true, transport: Transp
   session.close();
   return {
     address: nodes[0]?.address as string,
+    addresses: nodes.map((n) => n.address),
     client: options,
     pids: nodes.map((n) => n.child.pid as number),
     async stop() {

@@ -75,12 +75,12 @@ export class SimDisk {
     return recovery.finish();
   }
 
-  /** The highest seq of `doc` durable here: applied, or queued without a gap after it. */
+  /** The highest seq of `doc` durable here: applied, or queued without a gap after it (from meta's lower bound on, each seq's one key). */
   durableSeq(chain: string, doc: string): number {
     const meta = this.durable.get(keys.meta(chain, doc));
     if (meta === undefined) return 0;
     let seq = (JSON.parse(meta) as { appliedSeq: number }).appliedSeq;
-    while (this.durable.has(keys.queue(chain, doc, seq + 1))) seq++;
+    while (this.durable.has(keys.log(chain, doc, seq + 1))) seq++;
     return seq;
   }
 }

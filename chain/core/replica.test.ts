@@ -721,3 +721,47 @@ test('entropy: a store written before per-document entropy is refused at open, s
   const damaged = new Map(store).set(keys.entropy('c1', 'table'), JSON.stringify('abcd'));
   t.throws(recover(damaged), { instanceOf: CorruptStore, message: /entropy is not 32 bytes/ });
 });
+
+test('store layout (issue 16): a commit writes its seq key and dedupe entry only; recovery reads appliedSeq off the log and moves old-layout queue keys', (t) => {
+  const bench = new Bench(['n1', 'n2']);
+  bench.configure(['n1', 'n2']);
+  bench.pump();
+  bench.submit('n1', 1, 'doc-a', 1);
+  bench.pump();
+  const before = (bench.batches.get('n1') ?? []).length;
+  bench.submit('n1', 2, 'doc-a', 2);
+  bench.pump();
+  // At the head: the queued envelope under l!2, then the delta over it, and the dedupe entry.
+  const ops = (bench.batches.get('n1') ?? []).slice(before).flatMap((b) => b.ops.map((o) => `${o.type} ${o.key}`));
+  t.deepEqual(ops, [`put ${keys.log('c1', 'doc-a', 2)}`, `put ${keys.log('c1', 'doc-a', 2)}`, `put ${keys.dedupe('c1', 'doc-a', 'client-1', 2)}`]);
+  const recovered = storeAfter(bench.batches.get('n1') ?? []);
+  const doc = recovered.get('c1')?.docs.get('doc-a');
+  t.is(doc?.meta.appliedSeq, 2, 'appliedSeq is the last delta, not the meta written at creation');
+  t.is((doc?.state as { value?: number } | undefined)?.value, 3);
+  // A queued envelope under the old layout's queue key is read, and moved in the first batch.
+  const store = new Map<string, string>();
+  for (const batch of bench.batches.get('n1') ?? []) for (const op of batch.ops) op.type === 'put' ? store.set(op.key, op.value) : store.delete(op.key);
+  store.set(keys.queue('c1', 'doc-a', 3), JSON.stringify({ doc: 'doc-a', seq: 3, timestamp: 5, viewer: 'alice', channel: 'add', payloadJson: '{"by":4}', clientId: 'client-1', clientSeq: 3 }));
+  const recovery = new Recovery();
+  for (const key of [...store.keys()].sort()) recovery.add(key, store.get(key) as string);
+  const old = recovery.finish().get('c1')?.docs.get('doc-a');
+  t.deepEqual(
+    old?.queue.map((e) => e.seq),
+    [3],
+  );
+  t.deepEqual(old?.legacyQueueSeqs, [3]);
+  const restarted = replica('n1', {}, recovery.finish().get('c1'));
+  const moved = restarted.takeBatch()?.ops.map((o) => `${o.type} ${o.key}`) ?? [];
+  t.true(moved.includes(`put ${keys.log('c1', 'doc-a', 3)}`) && moved.includes(`del ${keys.queue('c1', 'doc-a', 3)}`), moved.join(', '));
+  // A delta stored after a queued envelope is damage (here seq 1 holds an envelope, seq 2 its delta).
+  const damaged = new Map(store);
+  damaged.delete(keys.queue('c1', 'doc-a', 3));
+  damaged.set(keys.log('c1', 'doc-a', 1), store.get(keys.queue('c1', 'doc-a', 3)) as string);
+  const r2 = new Recovery();
+  t.throws(
+    () => {
+      for (const key of [...damaged.keys()].sort()) r2.add(key, damaged.get(key) as string);
+    },
+    { instanceOf: CorruptStore, message: /a delta after a queued envelope/ },
+  );
+});

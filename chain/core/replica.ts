@@ -928,7 +928,7 @@ export class Replica {
       timestamp: envelope.timestamp,
     };
     doc.state = execution.state;
-    if (fromQueue) this.docs.shift(doc, envelope.seq);
+    if (fromQueue) this.docs.shift(doc, envelope.seq, true);
     this.docs.record(doc, delta);
     this.afterApplied(doc, delta, this.commit.written, 'local');
   }
@@ -1006,7 +1006,7 @@ export class Replica {
     const redo = this.parseRedo(delta);
     if (redo === undefined) return invalid(`the redo of ${doc.id}@${delta.seq} is not a JSON object`);
     if (!this.commit.hasRoom()) return { code: 'busy', message: `node ${this.node} has too many actions waiting for its disk`, retryable: true };
-    const batch = head !== undefined ? this.docs.shift(doc, delta.seq) : this.commit.open;
+    const batch = head !== undefined ? this.docs.shift(doc, delta.seq, true) : this.commit.open;
     applyInPlace(redo, doc.state);
     this.docs.record(doc, delta);
     this.afterApplied(doc, delta, batch, 'succ');
@@ -1059,7 +1059,7 @@ export class Replica {
       if (head !== undefined && (head.clientId !== delta.clientId || head.clientSeq !== delta.clientSeq)) return protocol(`catch-up delta ${doc.id}@${delta.seq} diverges from the queue`);
       const redo = this.parseRedo(delta);
       if (redo === undefined) return invalid(`the redo of ${doc.id}@${delta.seq} is not a JSON object`);
-      const batch = head !== undefined ? this.docs.shift(doc, delta.seq) : this.commit.open;
+      const batch = head !== undefined ? this.docs.shift(doc, delta.seq, true) : this.commit.open;
       applyInPlace(redo, doc.state);
       this.docs.record(doc, delta);
       this.afterApplied(doc, delta, batch, from);

@@ -11,18 +11,25 @@
 //
 //   c!{chain}!config                  {chain, epoch, members: [{node, address, sinceEpoch}], caughtUpEpoch, servingFrom}
 //   c!{chain}!d!{doc}!e               "hex": the document's entropy (32 bytes), written once, with its first meta
-//   c!{chain}!d!{doc}!meta            {docType, appliedSeq, snapshotSeq, logFrom}
-//   c!{chain}!d!{doc}!q!{seq}         queued envelope (sequenced, not yet applied here; the
-//                                     entropy of seq 1 is not repeated there: recovery puts it back)
-//   c!{chain}!d!{doc}!l!{seq}         delta log entry {seq, redoJson, undoJson, outcomeJson, clientId, clientSeq, timestamp}
+//   c!{chain}!d!{doc}!meta            {docType, appliedSeq, snapshotSeq, logFrom}, written when the
+//                                     document is created, compacted or transferred; appliedSeq
+//                                     there is a lower bound: the log's last entry is the truth
+//   c!{chain}!d!{doc}!l!{seq}         the seq's one key: first its queued envelope (sequenced, not
+//                                     yet applied here; the entropy of seq 1 is not repeated
+//                                     there: recovery puts it back), then, overwriting it in the
+//                                     batch that applies it, its delta log entry {seq, redoJson,
+//                                     undoJson, outcomeJson, clientId, clientSeq, timestamp}
+//   c!{chain}!d!{doc}!q!{seq}         a queued envelope as the layout before issue 16 kept it
+//                                     (read, and moved to its l key, at startup)
 //   c!{chain}!d!{doc}!s               snapshot {seq, stateJson}: the state after applying seq
 //   c!{chain}!d!{doc}!k!{clientId}!{clientSeq}   dedupe entry [seq, outcomeJson, timestamp]
 //
 // Invariants (checked by `Recovery`, the disk-side half of the replica's paired checks):
 // - the state at appliedSeq is the snapshot (or the type's initial state when snapshotSeq is 0)
 //   with the log entries snapshotSeq+1..appliedSeq applied in order;
-// - the log holds every seq from logFrom to appliedSeq (logFrom <= snapshotSeq + 1);
-// - queue entries are appliedSeq+1, appliedSeq+2, ... with no gap;
+// - the log holds every seq from logFrom to appliedSeq (logFrom <= snapshotSeq + 1), and
+//   appliedSeq is the larger of meta's and the last delta's;
+// - queue entries are appliedSeq+1, appliedSeq+2, ... with no gap (no delta after one);
 // - every document has its entropy (the entropy key and its first meta go in one batch). A
 //   document without one was written by a version before per-document entropy: recovery
 //   refuses the store (OldStore) rather than let each replica make a different one up.
@@ -66,6 +73,8 @@ export interface RecoveredDoc {
   /** Log entries logFrom..appliedSeq, in order. */
   readonly log: WireDelta[];
   readonly queue: WireEnvelope[];
+  /** Seqs of queue entries stored under the old layout's queue keys (to be moved). */
+  readonly legacyQueueSeqs: number[];
   /** Least recently used client first (ordered by the seq of each client's latest entry). */
   readonly dedupe: Map<string, DedupeEntry[]>;
 }
@@ -93,6 +102,7 @@ export const keys = {
   config: (chain: string) => `c!${chain}!config`,
   meta: (chain: string, doc: string) => `c!${chain}!d!${doc}!meta`,
   entropy: (chain: string, doc: string) => `c!${chain}!d!${doc}!e`,
+  /** The layout before issue 16 only (queued envelopes now live at keys.log). */
   queue: (chain: string, doc: string, seq: number) => `c!${chain}!d!${doc}!q!${seqKey(seq)}`,
   log: (chain: string, doc: string, seq: number) => `c!${chain}!d!${doc}!l!${seqKey(seq)}`,
   snapshot: (chain: string, doc: string) => `c!${chain}!d!${doc}!s`,
@@ -114,7 +124,15 @@ export class OldStore extends CorruptStore {
 /** The stored form of an entropy (the value of keys.entropy). */
 export const entropyRecord = (entropy: Uint8Array): string => JSON.stringify(Buffer.from(entropy.buffer, entropy.byteOffset, entropy.byteLength).toString('hex'));
 
-type Raw = { meta?: DocMeta; entropy?: Uint8Array; snapshot?: { seq: number; stateJson: string }; log: WireDelta[]; queue: WireEnvelope[]; dedupe: Map<string, DedupeEntry[]> };
+type Raw = {
+  meta?: DocMeta;
+  entropy?: Uint8Array;
+  snapshot?: { seq: number; stateJson: string };
+  log: WireDelta[];
+  queue: WireEnvelope[];
+  legacyQueueSeqs: number[];
+  dedupe: Map<string, DedupeEntry[]>;
+};
 
 /** Reads a store back: `add` every entry in key order, then `finish`. */
 export class Recovery {
@@ -157,10 +175,16 @@ export class Recovery {
         entry.snapshot = parsed as { seq: number; stateJson: string };
         break;
       case 'l':
-        entry.log.push(parsed as WireDelta);
+        // A delta (it has a redo) or a queued envelope; no delta after an envelope.
+        if (!isObject(parsed)) throw new CorruptStore(`${key}: a log entry is an object`);
+        if ('redoJson' in parsed) {
+          if (entry.queue.length > 0) throw new CorruptStore(`${key}: a delta after a queued envelope`);
+          entry.log.push(parsed as unknown as WireDelta);
+        } else entry.queue.push(parsed as unknown as WireEnvelope);
         break;
       case 'q':
         entry.queue.push(parsed as WireEnvelope);
+        entry.legacyQueueSeqs.push((parsed as WireEnvelope).seq);
         break;
       case 'k': {
         const client = parts[5] as string;
@@ -198,15 +222,18 @@ export class Recovery {
     let docs = this.raw.get(chain);
     if (docs === undefined) this.raw.set(chain, (docs = new Map()));
     let entry = docs.get(doc);
-    if (entry === undefined) docs.set(doc, (entry = { log: [], queue: [], dedupe: new Map() }));
+    if (entry === undefined) docs.set(doc, (entry = { log: [], queue: [], legacyQueueSeqs: [], dedupe: new Map() }));
     return entry;
   }
 }
 
 function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
   const where = `chain ${chain} doc ${doc}`;
-  const meta = entry.meta;
-  if (meta === undefined) throw new CorruptStore(`${where}: entries without meta`);
+  const stored = entry.meta;
+  if (stored === undefined) throw new CorruptStore(`${where}: entries without meta`);
+  // Meta's appliedSeq is from its last write; every delta logged since is applied too.
+  const lastDelta = entry.log[entry.log.length - 1];
+  const meta: DocMeta = { ...stored, appliedSeq: lastDelta === undefined ? stored.appliedSeq : Math.max(stored.appliedSeq, lastDelta.seq) };
   const type = findDocumentType(meta.docType);
   if (type === undefined) throw new CorruptStore(`${where}: unknown document type ${meta.docType}`);
   const entropy = entry.entropy;
@@ -254,7 +281,7 @@ function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
   if (first !== undefined && first.seq === 1) first.entropy = entropy;
   // Least recently used first: by the seq of each client's latest entry, as the replica keeps them.
   const dedupe = new Map([...entry.dedupe].sort((a, b) => latestSeq(a[1]) - latestSeq(b[1])));
-  return { doc, type, meta, entropy, state, log, queue, dedupe };
+  return { doc, type, meta, entropy, state, log, queue, legacyQueueSeqs: entry.legacyQueueSeqs, dedupe };
 }
 
 /** The seq of a client's most recent entry: its place in the LRU order. */

@@ -13,6 +13,7 @@ import { Driver } from './driver.ts';
 import { LevelDisk } from './level-disk.ts';
 import { systemClock, UdpDatagrams } from './system.ts';
 import { listenTcp, TcpNet } from './tcp-net.ts';
+import { counters } from './connection.ts';
 
 export { forwardDelayMsMax } from './driver.ts';
 
@@ -89,7 +90,7 @@ export class ChainNode {
       // An invariant of this node broke: exit at once with code 70 (the store is crash-safe;
       // recovery takes over) rather than run on with a broken invariant.
       onFatal: () => process.exit(70),
-      statusExtra: () => ({ pid: process.pid }),
+      statusExtra: () => ({ pid: process.pid, io: { ...counters } }),
     });
     driver.start();
     for (const link of early.splice(0)) driver.accept(link);

@@ -1,115 +1,104 @@
 // The baselines the chain is measured against, as processes that speak the chain head's client
-// protocol (the same HMAC handshake, Submit and Ack frames), so one load generator drives all:
+// protocol (the same handshake, Submit and Ack frames), so one load generator drives all. Each
+// runs the engine in memory and appends each message's (doc, seq, request, redo, undo) to a
+// database table before acknowledging it; a document is loaded by replaying its rows
+// (benchmarks/baseline-pipelines.ts has the two ways of committing):
 //
-//   --mode mysql   the seed's "Durable" topology: one host runs the engine and appends each
-//                  message's (doc, seq, request, redo, undo) to MySQL in one transaction. On a
-//                  duplicate key it reloads the document (replaying its rows) and retries, as
-//                  Adama did. A document is loaded by replaying its rows.
-//   --mode memory  "Ultra YOLO": the same engine in memory, no durability; the lower bound.
+//   --mode mysql        the seed's "Durable" topology: one MySQL transaction per message, a
+//                       document's messages one after another; on a duplicate key it reloads
+//                       the document and retries, as Adama did.
+//   --mode mysql-batch  group commit: the messages that arrive while a batch commits go to MySQL
+//                       together, in one transaction (a multi-row INSERT).
+//   --mode pg           as mysql, on PostgreSQL (PG_URL).
+//   --mode pg-batch     as mysql-batch, on PostgreSQL.
+//   --mode memory       "Ultra YOLO": the same engine in memory, no durability; the lower bound.
+//
+// PostgreSQL's durability is --pg-sync on|off (synchronous_commit, set per session); MySQL's is
+// the server's innodb_flush_log_at_trx_commit, which the benchmark sets.
 //
 // The first stdout line is JSON: {"event":"listening","address":"host:port"}.
 
 import type net from 'node:net';
-import mysql from 'mysql2/promise';
 import { keyringOf } from '../chain/runtime/credentials.ts';
 import { listenConnections } from '../chain/runtime/tcp-net.ts';
-import { failure, make, type Submit } from '../chain/runtime/wire.ts';
+import { failure, make } from '../chain/runtime/wire.ts';
 import { findDocumentType } from '../engine/documents/index.ts';
-import type { DocumentType } from '../engine/document.ts';
-import { execute } from '../engine/execute.ts';
-import type { JsonObject } from '../engine/json.ts';
-import { apply } from '../engine/patch.ts';
-import { mysqlUrlDefault } from './mysql.ts';
+import { baselineModes, baselineTable, databaseOf, isBaselineMode, isBatching, pgUrl } from './baselines.ts';
+import { batching, perMessage, type Pipeline } from './baseline-pipelines.ts';
+import { type LogStore, mysqlStore, pgStore } from './log-store.ts';
+import { mysqlUrl } from './mysql.ts';
 
-const entropy = 'baseline';
 /** Bound on documents held in memory. */
 const documentsMax = 50_000;
-/** Bound on retries after duplicate keys for one message. */
+/** Bound on retries after duplicate keys for one message (per-message modes). */
 const duplicateRetriesMax = 8;
+/** Database connections: per-message modes run one transaction per document at a time. */
+const perMessageConnectionsMax = 32;
+/** Batching modes: one batch in flight, and document loads beside it. */
+const batchingConnectionsMax = 4;
+const batchRowsMax = 1_024;
+const batchBytesMax = 4 * 2 ** 20;
+const pendingMessagesMax = 16_384;
 
-interface Doc {
-  readonly type: DocumentType;
-  state: JsonObject;
-  seq: number;
-  /** Messages of this document run one after another. */
-  tail: Promise<void>;
-}
+const usage = `usage: tsx benchmarks/baseline-host.ts --mode ${baselineModes.join('|')} [--port P] [--cluster C] [--table T] [--pg-sync on|off]
+
+  mysql        one MySQL transaction per message (the seed's "Durable" host)
+  mysql-batch  the messages of a tick in one MySQL transaction, one batch in flight
+  pg           one PostgreSQL transaction per message
+  pg-batch     the messages of a tick in one PostgreSQL transaction, one batch in flight
+  memory       no durability
+
+--table defaults to one per mode (adama_log for mysql, adama_log_<mode> otherwise), created if
+missing. --pg-sync (pg modes; default on) sets synchronous_commit on each connection.
+The cluster secret comes from ADAMA_CLUSTER_SECRET; MySQL from MYSQL_URL; PostgreSQL from PG_URL.`;
 
 const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(String(process.argv[i]).replace(/^--/, ''), String(process.argv[i + 1]));
 if (process.argv.includes('--help')) {
-  console.log('usage: tsx benchmarks/baseline-host.ts --mode mysql|memory [--port P] [--cluster C] [--table T]\n(the cluster secret comes from ADAMA_CLUSTER_SECRET; MySQL from MYSQL_URL)');
+  console.log(usage);
   process.exit(0);
 }
-const mode = args.get('mode') ?? 'memory';
-if (mode !== 'mysql' && mode !== 'memory') {
-  console.error('baseline-host: --mode is mysql or memory');
+const fail = (message: string): never => {
+  console.error(`baseline-host: ${message}\n\n${usage}`);
   process.exit(2);
+};
+for (let i = 2; i < process.argv.length; i += 2) {
+  const name = String(process.argv[i]);
+  if (!name.startsWith('--') || process.argv[i + 1] === undefined) fail(`expected --name value pairs, not ${name}`);
+  args.set(name.slice(2), String(process.argv[i + 1]));
 }
+for (const name of args.keys()) if (!['mode', 'port', 'cluster', 'table', 'pg-sync'].includes(name)) fail(`unknown option --${name}`);
+const modeArg = args.get('mode') ?? 'memory';
+if (!isBaselineMode(modeArg)) fail(`--mode is one of ${baselineModes.join(', ')}, not ${modeArg}`);
+const mode = modeArg as (typeof baselineModes)[number];
+const database = databaseOf(mode);
+const pgSync = args.get('pg-sync') ?? 'on';
+if (pgSync !== 'on' && pgSync !== 'off') fail(`--pg-sync is on or off, not ${pgSync}`);
+if (args.has('pg-sync') && database !== 'pg') fail('--pg-sync applies to the pg modes only');
 const cluster = args.get('cluster') ?? 'bench';
 const secret = process.env.ADAMA_CLUSTER_SECRET ?? '';
-if (secret.length < 8) {
-  console.error('baseline-host: set ADAMA_CLUSTER_SECRET (at least 8 characters)');
-  process.exit(2);
-}
-const table = args.get('table') ?? 'adama_log';
-if (!/^[a-z_][a-z0-9_]{0,40}$/.test(table)) {
-  console.error('baseline-host: --table is a plain identifier');
-  process.exit(2);
-}
+if (secret.length < 8) fail('set ADAMA_CLUSTER_SECRET (at least 8 characters)');
+const table = args.get('table') ?? baselineTable(mode);
+if (!/^[a-z_][a-z0-9_]{0,40}$/.test(table)) fail('--table is a plain identifier');
+const port = Number(args.get('port') ?? 0);
+if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`--port is a port number, not ${args.get('port')}`);
 
-const pool = mode === 'mysql' ? mysql.createPool({ uri: process.env.MYSQL_URL ?? mysqlUrlDefault, connectionLimit: 32, waitForConnections: true, queueLimit: 10_000 }) : undefined;
-if (pool !== undefined) {
-  await pool.query(
-    `CREATE TABLE IF NOT EXISTS ${table} (doc VARCHAR(128) NOT NULL, seq BIGINT NOT NULL, request_json MEDIUMTEXT NOT NULL, redo_json MEDIUMTEXT NOT NULL, undo_json MEDIUMTEXT NOT NULL, PRIMARY KEY (doc, seq)) ENGINE=InnoDB`,
-  );
-}
-const docs = new Map<string, Doc>();
-
-async function load(id: string, type: DocumentType): Promise<Doc> {
-  let state = type.initial;
-  let seq = 0;
-  if (pool !== undefined) {
-    const [rows] = await pool.query(`SELECT seq, redo_json FROM ${table} WHERE doc = ? ORDER BY seq`, [id]);
-    for (const row of rows as { seq: number; redo_json: string }[]) {
-      state = apply(JSON.parse(row.redo_json), state) as JsonObject;
-      seq = Number(row.seq);
-    }
-  }
-  return { type, state, seq, tail: Promise.resolve() };
-}
-
-async function commit(doc: Doc, id: string, s: Submit): Promise<{ seq: number; outcomeJson: string }> {
-  for (let attempt = 0; ; attempt++) {
-    const envelope = { doc: id, seq: doc.seq + 1, timestamp: Date.now(), viewer: s.viewer, channel: s.channel, payload: JSON.parse(s.payloadJson) as unknown };
-    const execution = execute(doc.type, doc.state, envelope, entropy);
-    if (pool !== undefined) {
-      try {
-        await pool.execute(`INSERT INTO ${table} (doc, seq, request_json, redo_json, undo_json) VALUES (?, ?, ?, ?, ?)`, [
-          id,
-          envelope.seq,
-          JSON.stringify({ ...envelope, clientId: s.clientId, clientSeq: s.clientSeq }),
-          JSON.stringify(execution.redo),
-          JSON.stringify(execution.undo),
-        ]);
-      } catch (error) {
-        if ((error as { code?: string }).code !== 'ER_DUP_ENTRY' || attempt >= duplicateRetriesMax) throw error;
-        const fresh = await load(id, doc.type); // another host wrote this seq: reload and retry
-        doc.state = fresh.state;
-        doc.seq = fresh.seq;
-        continue;
-      }
-    }
-    doc.state = execution.state;
-    doc.seq = envelope.seq;
-    return { seq: envelope.seq, outcomeJson: JSON.stringify(execution.outcome) };
-  }
-}
+const connectionsMax = isBatching(mode) ? batchingConnectionsMax : perMessageConnectionsMax;
+const store: LogStore | undefined = await (database === 'mysql'
+  ? mysqlStore(mysqlUrl(), table, connectionsMax)
+  : database === 'pg'
+    ? pgStore(pgUrl(), table, connectionsMax, pgSync as 'on' | 'off')
+    : Promise.resolve(undefined)
+).catch((error: Error) => {
+  console.error(`baseline-host: cannot open the ${database} table ${table} (${database === 'pg' ? pgUrl() : mysqlUrl()}): ${error.message}`);
+  process.exit(1);
+});
+const pipeline: Pipeline =
+  store !== undefined && isBatching(mode) ? batching(store, { documentsMax, batchRowsMax, batchBytesMax, pendingMessagesMax }) : perMessage(store, { documentsMax, duplicateRetriesMax });
 
 const transport = process.env.ADAMA_TRANSPORT === 'plain' ? 'plain' : 'tls';
 const server = await listenConnections(
   '127.0.0.1',
-  Number(args.get('port') ?? 0),
+  port,
   { cluster, keys: keyringOf({ cluster, secret }), transport, node: `baseline-${mode}` },
   ['client'],
   (connection) => {
@@ -124,40 +113,20 @@ const server = await listenConnections(
         connection.send(failure('unknown_document_type', `no document type ${s.docType}`, { requestId: s.requestId }));
         return;
       }
-      let doc = docs.get(s.doc);
-      const ready: Promise<Doc> =
-        doc !== undefined
-          ? Promise.resolve(doc)
-          : docs.size >= documentsMax
-            ? Promise.reject(new Error(`documentsMax (${documentsMax}) reached`))
-            : load(s.doc, type).then((d) => {
-                doc = docs.get(s.doc) ?? d;
-                docs.set(s.doc, doc);
-                return doc;
-              });
-      ready.then(
-        (d) => {
-          const run = d.tail.then(() => commit(d, s.doc, s));
-          d.tail = run.then(
-            () => undefined,
-            () => undefined,
-          );
-          run.then(
-            (r) => connection.send(make('ack', { requestId: s.requestId, seq: r.seq, outcomeJson: r.outcomeJson, duplicate: false })),
-            (e: Error) => connection.send(failure('internal_error', e.message, { requestId: s.requestId, retryable: true })),
-          );
-        },
-        (e: Error) => connection.send(failure('busy', e.message, { requestId: s.requestId, retryable: true })),
+      pipeline.submit(type, s, (r) =>
+        connection.send(
+          r.ok ? make('ack', { requestId: s.requestId, seq: r.seq, outcomeJson: r.outcomeJson, duplicate: false }) : failure(r.code, r.message, { requestId: s.requestId, retryable: r.retryable }),
+        ),
       );
     });
   },
   (line) => console.error(`baseline-host: ${line}`),
 );
-console.log(JSON.stringify({ event: 'listening', node: `baseline-${mode}`, address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, pid: process.pid }));
+console.log(JSON.stringify({ event: 'listening', node: `baseline-${mode}`, address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, pid: process.pid, table }));
 const stop = (): void => {
   server.close();
-  void pool?.end().finally(() => process.exit(0));
-  if (pool === undefined) process.exit(0);
+  if (store === undefined) process.exit(0);
+  void store.end().finally(() => process.exit(0));
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

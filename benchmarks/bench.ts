@@ -12,6 +12,8 @@
 // npm run paper turns the JSON into the paper's tables and figures.
 
 import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { type BaselineMode, baselineTable, bestBaseline, databaseOf, type PgSync, pgStartHint, pgUrl } from './baselines.ts';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
 import {
@@ -36,13 +38,17 @@ const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] 
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
 (--transport plain: what TLS costs, side by side), MySQL flush=1 and flush=2 (the
-"Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
-clients over many documents (one each), 64 clients on one hot document, and an open loop at
---rate requests/s (default 1000) over 64 documents. Then the failover timeline: 4 node
-processes, one chain of 3, 16 clients, the head SIGKILLed half way through T seconds (default
-12, quick 6). Defaults: 4 s per scenario, 2 rounds, k = 1..5. --quick: k = 1, 3, 5 only, 1 s
-per scenario, 1 round (under 3 minutes). Needs MySQL at MYSQL_URL (default ${mysqlUrlDefault});
-sets innodb_flush_log_at_trx_commit itself and restores it. Writes
+"Durable" host: one transaction per message), mysql-batch flush=1 and flush=2 (group commit:
+a tick's messages in one transaction), the same two hosts on PostgreSQL with
+synchronous_commit on and off (pg, pg-batch), and the in-memory "Ultra YOLO" host.
+Scenarios: 1, 16 and 64 closed-loop clients over many documents (one each), 64 clients on
+one hot document, and an open loop at --rate requests/s (default 1000) over 64 documents.
+Then the failover timeline: 4 node processes, one chain of 3, 16 clients, the head SIGKILLed
+half way through T seconds (default 12, quick 6). Defaults: 4 s per scenario, 2 rounds, k = 1..5. --quick: k = 1, 3, 5 only, 1 s
+per scenario, 1 round, and of the new baselines only mysql-batch flush=1 and pg-batch sync=on
+(under 3 minutes). Needs MySQL at MYSQL_URL (default ${mysqlUrlDefault}); sets
+innodb_flush_log_at_trx_commit itself and restores it. Needs PostgreSQL at PG_URL (default
+${pgUrl()}; start it with ${pgStartHint}); synchronous_commit is set per session. Writes
 benchmarks/results/bench.json (bench-quick.json with --quick).
 
 What the clients send (closed and open loop): --doc-type counter|chat|poll|card-table (default
@@ -74,16 +80,24 @@ const openLoopShape = { connections: 8, docs: 64 };
 interface System {
   readonly name: string;
   readonly flush?: 1 | 2;
+  /** Baseline hosts: the mode, whose table is dropped before the system starts. */
+  readonly mode?: BaselineMode;
   start(): Promise<Started>;
 }
+const mysqlHost = (mode: BaselineMode, flush: 1 | 2): System => ({ name: `${mode} flush=${flush}`, flush, mode, start: () => startHost(mode) });
+const pgHost = (mode: BaselineMode, pgSync: PgSync): System => ({ name: `${mode} sync=${pgSync}`, mode, start: () => startHost(mode, { pgSync }) });
 const ks = quick ? [1, 3, 5] : [1, 2, 3, 4, 5];
 const systems: System[] = [
   ...ks.map((k) => ({ name: `chain k=${k}`, start: () => startChain(k) })),
   { name: 'chain k=3 no-sync', start: () => startChain(3, false) },
   // Issue 15: what TLS costs, side by side (the same chain with the plain HMAC handshake and no TLS).
   { name: 'chain k=3 plain', start: () => startChain(3, true, 'plain') },
-  { name: 'mysql flush=1', flush: 1, start: () => startHost('mysql') },
-  { name: 'mysql flush=2', flush: 2, start: () => startHost('mysql') },
+  mysqlHost('mysql', 1),
+  mysqlHost('mysql', 2),
+  // Issue 16: stronger baselines (group commit, and PostgreSQL); --quick keeps one of each kind.
+  ...(quick
+    ? [mysqlHost('mysql-batch', 1), pgHost('pg-batch', 'on')]
+    : [mysqlHost('mysql-batch', 1), mysqlHost('mysql-batch', 2), pgHost('pg', 'on'), pgHost('pg', 'off'), pgHost('pg-batch', 'on'), pgHost('pg-batch', 'off')]),
   { name: 'memory', start: () => startHost('memory') },
 ];
 const scenarios = [
@@ -95,6 +109,11 @@ const scenarios = [
 
 const db = await mysql.createConnection(process.env.MYSQL_URL ?? mysqlUrlDefault).catch((e: Error) => {
   console.error(`npm run bench needs MySQL at ${process.env.MYSQL_URL ?? mysqlUrlDefault}: ${e.message}\nStart MariaDB: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`);
+  process.exit(1);
+});
+const pgDb = new pg.Client({ connectionString: pgUrl() });
+await pgDb.connect().catch((e: Error) => {
+  console.error(`npm run bench needs PostgreSQL at ${pgUrl()}: ${e.message}\nStart it: ${pgStartHint}`);
   process.exit(1);
 });
 const [[flushRow]] = (await db.query('SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS f')) as unknown as [[{ f: number }]];
@@ -118,10 +137,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const system of round % 2 === 1 ? systems : [...systems].reverse()) {
-      if (system.flush !== undefined) {
-        await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${system.flush}`);
-        await db.query('DROP TABLE IF EXISTS adama_log');
-      }
+      if (system.flush !== undefined) await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${system.flush}`);
+      if (system.mode !== undefined && databaseOf(system.mode) === 'mysql') await db.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
+      if (system.mode !== undefined && databaseOf(system.mode) === 'pg') await pgDb.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
       const s = await system.start();
       current = s;
       try {
@@ -164,6 +182,7 @@ try {
 } finally {
   await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
   await db.end();
+  await pgDb.end();
 }
 
 /** Microseconds of CPU per commit: in the system's processes, and in the load generator. */
@@ -238,6 +257,7 @@ console.log(
 
 const row = (system: string, scenario: string) => rows.find((r) => r.system === system && r.scenario === scenario) as (typeof rows)[number];
 const ratio = (x: number, y: number): number => Number((x / y).toFixed(2));
+const bestC64Many = bestBaseline(rows, 'c64-many') as (typeof rows)[number];
 const ratios = {
   k3SyncP50OverMysqlFlush1P50: ratio(row('chain k=3', 'c16-many').p50Ms, row('mysql flush=1', 'c16-many').p50Ms),
   chainK3ThroughputOverMysqlManyDocs64: ratio(row('chain k=3', 'c64-many').commitsPerSecond, row('mysql flush=1', 'c64-many').commitsPerSecond),
@@ -247,8 +267,11 @@ const ratios = {
     (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).speculativeP50Ms,
     (views.find((v) => v.system === 'chain k=3') as (typeof views)[number]).commitP50Ms,
   ),
+  // Against the strongest durable baseline of the run, whichever it is (named in bestBaselineC64Many; ratios stay numbers).
+  k3ThroughputOverBestBaseline: ratio(row('chain k=3', 'c64-many').commitsPerSecond, bestC64Many.commitsPerSecond),
 };
-console.log(JSON.stringify({ ratios }));
+const bestBaselineC64Many = bestC64Many.system;
+console.log(JSON.stringify({ ratios, bestBaselineC64Many }));
 for (const r of [...rows, ...open]) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
 if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0)
   throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
@@ -258,6 +281,7 @@ const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}`,
   views,
   openLoop: open,
   ratios,
+  bestBaselineC64Many,
   timeline,
   cdfs,
 });

@@ -1,10 +1,10 @@
 // The systems under test, as processes started and stopped by the benchmark (chain nodes, the
-// MySQL and in-memory baseline hosts), and the closed-loop load generator that drives them all
+// MySQL, PostgreSQL and in-memory baseline hosts), and the closed-loop load generator that drives them all
 // through the chain head's client protocol.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -20,6 +20,7 @@ import { pushConfig } from '../chain/tools/reconfigure.ts';
 import { documentTypes, findDocumentType } from '../engine/documents/index.ts';
 import type { Json } from '../engine/json.ts';
 import { concreteOp, moveStream } from '../engine/workloads.ts';
+import { type BaselineMode, baselineTable, databaseOf, type PgSync } from './baselines.ts';
 
 export const benchSecret = randomBytes(12).toString('hex');
 export const benchOptions = { cluster: 'bench', secret: benchSecret };
@@ -31,7 +32,7 @@ export interface Started {
   readonly addresses?: readonly string[];
   /** Credentials of its clients (default benchOptions). */
   readonly client?: ClientOptions;
-  /** The processes that serve this system (nodes, the host, and mariadbd for MySQL), for CPU accounting. */
+  /** The processes that serve this system (nodes, the host, and mariadbd or the postgres processes), for CPU accounting. */
   readonly pids: readonly number[];
   stop(): Promise<void>;
 }
@@ -66,8 +67,42 @@ export function cpuSeconds(pids: readonly number[]): number {
 }
 const clockTicksPerSecond = 100;
 
-export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, '--mode', mode, '--cluster', 'bench'], {
+/**
+ * The processes of the local PostgreSQL cluster, for CPU accounting: each postmaster (a
+ * `postgres` process whose parent is not one) and its long-lived children (the auxiliary
+ * processes and the backends connected now). Transient workers (autovacuum, parallel query)
+ * are left out: one that exits would make the whole sum unreadable. Read it once the clients
+ * to account for are connected; backends that start later are not in it.
+ */
+export function localPostgresPids(): number[] {
+  const procs = new Map<number, { ppid: number; cmdline: string }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== 'postgres') continue;
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      procs.set(Number(entry), { ppid, cmdline: readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ') });
+    } catch {
+      // exited while listed
+    }
+  }
+  const roots = [...procs].filter(([, p]) => !procs.has(p.ppid)).map(([pid]) => pid);
+  const transient = /autovacuum worker|parallel worker|logical replication worker|walsender/;
+  return [...procs].filter(([pid, p]) => roots.includes(pid) || (roots.includes(p.ppid) && !transient.test(p.cmdline))).map(([pid]) => pid);
+}
+
+export interface HostOptions {
+  /** PostgreSQL's synchronous_commit for the pg modes (default on). */
+  readonly pgSync?: PgSync;
+  /** Default: the mode's own table (baselineTable). */
+  readonly table?: string;
+}
+
+export async function startHost(mode: BaselineMode, o: HostOptions = {}): Promise<Started> {
+  const database = databaseOf(mode);
+  const args = ['--mode', mode, '--cluster', 'bench', '--table', o.table ?? baselineTable(mode), ...(database === 'pg' ? ['--pg-sync', o.pgSync ?? 'on'] : [])];
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, ...args], {
     env: { ...process.env, ADAMA_CLUSTER_SECRET: benchSecret },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -77,10 +112,12 @@ export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
     child.once('exit', (code) => reject(new Error(`baseline host (${mode}) exited with ${code}`)));
   });
   const { address } = JSON.parse(line) as { address: string };
-  const mysqlPid = mode === 'mysql' ? localMysqlPid() : undefined;
+  // The host opens its PostgreSQL connections before it listens, so their backends are in the list.
+  const mysqlPid = database === 'mysql' ? localMysqlPid() : undefined;
+  const databasePids = database === 'pg' ? localPostgresPids() : mysqlPid === undefined ? [] : [mysqlPid];
   return {
     address,
-    pids: [child.pid as number, ...(mysqlPid === undefined ? [] : [mysqlPid])],
+    pids: [child.pid as number, ...databasePids],
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();

@@ -28,6 +28,7 @@ import {
   openLoop,
   percentileMs,
   startChain,
+  startChainViaProxy,
   startHost,
   type Started,
 } from './systems.ts';
@@ -35,8 +36,10 @@ import {
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
-(--transport plain: what TLS costs, side by side), MySQL flush=1 and flush=2 (the
-"Durable" host), and the in-memory "Ultra YOLO" host. Scenarios: 1, 16 and 64 closed-loop
+(--transport plain: what TLS costs, side by side), chain k=3 via proxy (the product's client
+path: WebSocket clients with signed viewer tokens through a proxy process, whose CPU counts
+as the system's), MySQL flush=1 and flush=2 (the "Durable" host), and the in-memory "Ultra
+YOLO" host. Scenarios: 1, 16 and 64 closed-loop
 clients over many documents (one each), 64 clients on one hot document, and an open loop at
 --rate requests/s (default 1000) over 64 documents. Then the failover timeline: 4 node
 processes, one chain of 3, 16 clients, the head SIGKILLed half way through T seconds (default
@@ -82,6 +85,8 @@ const systems: System[] = [
   { name: 'chain k=3 no-sync', start: () => startChain(3, false) },
   // Issue 15: what TLS costs, side by side (the same chain with the plain HMAC handshake and no TLS).
   { name: 'chain k=3 plain', start: () => startChain(3, true, 'plain') },
+  // Issue 16: the product's client path, WebSocket clients with viewer tokens through the proxy process.
+  { name: 'chain k=3 via proxy', start: () => startChainViaProxy(3) },
   { name: 'mysql flush=1', flush: 1, start: () => startHost('mysql') },
   { name: 'mysql flush=2', flush: 2, start: () => startHost('mysql') },
   { name: 'memory', start: () => startHost('memory') },
@@ -131,7 +136,7 @@ try {
           const cpuBefore = cpuSeconds(s.pids);
           const generatorBefore = process.cpuUsage();
           const n = await closedLoop(
-            s.address,
+            s,
             { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload, client: s.client },
             histograms.get(k) as ReturnType<typeof histogram>,
           );
@@ -142,7 +147,7 @@ try {
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
-        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload, client: s.client }, ol.h);
+        const r = await openLoop(s, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload, client: s.client }, ol.h);
         ol.sent += r.sent;
         ol.committed += r.committed;
         ol.refused += r.refused;
@@ -152,7 +157,7 @@ try {
           const sk = key(system.name, 'views');
           if (!viewHistograms.has(sk)) viewHistograms.set(sk, { speculative: histogram(), committed: histogram() });
           const vh = viewHistograms.get(sk) as { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> };
-          await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}`, client: s.client }, vh.speculative, vh.committed);
+          await closedLoopWithViews(s, { clients: 16, seconds, prefix: `views-r${round}`, client: s.client }, vh.speculative, vh.committed);
         }
       } finally {
         current = undefined;

@@ -30,6 +30,7 @@ import {
   openLoop,
   percentileMs,
   startChain,
+  startChainViaProxy,
   startHost,
   type Started,
 } from './systems.ts';
@@ -37,7 +38,9 @@ import {
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
-(--transport plain: what TLS costs, side by side), MySQL flush=1 and flush=2 (the
+(--transport plain: what TLS costs, side by side), chain k=3 via proxy (the product's client
+path: WebSocket clients with signed viewer tokens through a proxy process, whose CPU counts
+as the system's), MySQL flush=1 and flush=2 (the
 "Durable" host: one transaction per message), mysql-batch flush=1 and flush=2 (group commit:
 a tick's messages in one transaction), the same two hosts on PostgreSQL with
 synchronous_commit on and off (pg, pg-batch), and the in-memory "Ultra YOLO" host.
@@ -92,6 +95,8 @@ const systems: System[] = [
   { name: 'chain k=3 no-sync', start: () => startChain(3, false) },
   // Issue 15: what TLS costs, side by side (the same chain with the plain HMAC handshake and no TLS).
   { name: 'chain k=3 plain', start: () => startChain(3, true, 'plain') },
+  // Issue 16: the product's client path, WebSocket clients with viewer tokens through the proxy process.
+  { name: 'chain k=3 via proxy', start: () => startChainViaProxy(3) },
   mysqlHost('mysql', 1),
   mysqlHost('mysql', 2),
   // Issue 16: stronger baselines (group commit, and PostgreSQL); --quick keeps one of each kind.
@@ -149,7 +154,7 @@ try {
           const cpuBefore = cpuSeconds(s.pids);
           const generatorBefore = process.cpuUsage();
           const n = await closedLoop(
-            s.address,
+            s,
             { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload, client: s.client },
             histograms.get(k) as ReturnType<typeof histogram>,
           );
@@ -160,7 +165,7 @@ try {
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
-        const r = await openLoop(s.address, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload, client: s.client }, ol.h);
+        const r = await openLoop(s, { rate, seconds, ...openLoopShape, prefix: `open-r${round}`, workload, client: s.client }, ol.h);
         ol.sent += r.sent;
         ol.committed += r.committed;
         ol.refused += r.refused;
@@ -170,7 +175,7 @@ try {
           const sk = key(system.name, 'views');
           if (!viewHistograms.has(sk)) viewHistograms.set(sk, { speculative: histogram(), committed: histogram() });
           const vh = viewHistograms.get(sk) as { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> };
-          await closedLoopWithViews(s.address, { clients: 16, seconds, prefix: `views-r${round}`, client: s.client }, vh.speculative, vh.committed);
+          await closedLoopWithViews(s, { clients: 16, seconds, prefix: `views-r${round}`, client: s.client }, vh.speculative, vh.committed);
         }
       } finally {
         current = undefined;

@@ -1,6 +1,7 @@
 // The systems under test, as processes started and stopped by the benchmark (chain nodes, the
-// MySQL, PostgreSQL and in-memory baseline hosts), and the closed-loop load generator that drives them all
-// through the chain head's client protocol.
+// MySQL, PostgreSQL and in-memory baseline hosts, the proxy tier in front of a chain), and the
+// load generators that drive them all: through the chain head's client protocol, or, for a
+// chain via the proxy, through the proxy's WebSocket protocol (proxy/PROTOCOL.md) as browsers do.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -12,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { assert } from '../engine/assert.ts';
 import { ChainClient, type ClientOptions, nodeStatus, tcpSession } from '../chain/client/tcp.ts';
-import type { Transport } from '../chain/runtime/credentials.ts';
+import { deriveKeyring, type Transport } from '../chain/runtime/credentials.ts';
 import { initialConfig } from '../chain/control/decisions.ts';
 import { LocalCluster } from '../chain/tools/local-cluster.ts';
 import { spawnNode, type NodeProcess } from '../chain/tools/processes.ts';
@@ -21,18 +22,31 @@ import { documentTypes, findDocumentType } from '../engine/documents/index.ts';
 import type { Json } from '../engine/json.ts';
 import { concreteOp, moveStream } from '../engine/workloads.ts';
 import { type BaselineMode, baselineTable, databaseOf, type PgSync } from './baselines.ts';
+import { mintToken } from '../proxy/tokens.ts';
+import { ProxySocket } from './proxy-client.ts';
 
 export const benchSecret = randomBytes(12).toString('hex');
 export const benchOptions = { cluster: 'bench', secret: benchSecret };
-const hostScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'baseline-host.ts');
+/** The secret the generator signs its viewer tokens with, and the bench's proxy verifies them with. */
+export const benchViewerSecret = randomBytes(24).toString('base64url');
+const here = path.dirname(fileURLToPath(import.meta.url));
+const hostScript = path.join(here, 'baseline-host.ts');
+const proxyScript = path.join(here, 'proxy-host.ts');
+/** Lifetime of the generator's viewer tokens: longer than any scenario. */
+const benchTokenTtlMs = 3_600_000;
 
 export interface Started {
+  /** host:port of the chain head protocol, or the proxy's ws:// URL (protocol proxy). */
   readonly address: string;
-  /** Every node's address, head first (chain systems: status queries). */
+  /** Every node's address, head first (chain systems: status queries, the proxy's seeds). */
   readonly addresses?: readonly string[];
+  /** How the generator reaches it: the chain head protocol (default), or the proxy's WebSocket protocol. */
+  readonly protocol?: 'chain' | 'proxy';
+  /** Protocol proxy: the secret the generator signs each connection's viewer token with. */
+  readonly viewerSecret?: string;
   /** Credentials of its clients (default benchOptions). */
   readonly client?: ClientOptions;
-  /** The processes that serve this system (nodes, the host, and mariadbd or the postgres processes), for CPU accounting. */
+  /** The processes that serve this system (nodes, the host, the proxy, and mariadbd or the postgres processes), for CPU accounting. */
   readonly pids: readonly number[];
   stop(): Promise<void>;
 }
@@ -99,36 +113,56 @@ export interface HostOptions {
   readonly table?: string;
 }
 
-export async function startHost(mode: BaselineMode, o: HostOptions = {}): Promise<Started> {
-  const database = databaseOf(mode);
-  const args = ['--mode', mode, '--cluster', 'bench', '--table', o.table ?? baselineTable(mode), ...(database === 'pg' ? ['--pg-sync', o.pgSync ?? 'on'] : [])];
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', hostScript, ...args], {
-    env: { ...process.env, ADAMA_CLUSTER_SECRET: benchSecret },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/** A child that has not said it is listening this long after it was spawned is killed. */
+const listeningTimeoutMs = 30_000;
+
+/**
+ * Runs `script` (tsx) with `args` and `env` (the parent's ADAMA_ secrets and keys are not
+ * passed on); resolves once it printed its {"event":"listening","address":...} line.
+ */
+async function spawnListening(what: string, script: string, args: readonly string[], env: Record<string, string>): Promise<{ address: string; pid: number; stop(): Promise<void> }> {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^ADAMA_(.*_)?(SECRET|KEY)$/.test(name)));
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    rl.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`baseline host (${mode}) exited with ${code}`)));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${what} did not say it was listening within ${listeningTimeoutMs} ms`));
+    }, listeningTimeoutMs);
+    rl.once('line', (l) => {
+      clearTimeout(timer);
+      resolve(l);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}`));
+    });
   });
   const { address } = JSON.parse(line) as { address: string };
-  // The host opens its PostgreSQL connections before it listens, so their backends are in the list.
-  const mysqlPid = database === 'mysql' ? localMysqlPid() : undefined;
-  const databasePids = database === 'pg' ? localPostgresPids() : mysqlPid === undefined ? [] : [mysqlPid];
   return {
     address,
-    pids: [child.pid as number, ...databasePids],
+    pid: child.pid as number,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),
   };
 }
 
+export async function startHost(mode: BaselineMode, o: HostOptions = {}): Promise<Started> {
+  const database = databaseOf(mode);
+  const args = ['--mode', mode, '--cluster', 'bench', '--table', o.table ?? baselineTable(mode), ...(database === 'pg' ? ['--pg-sync', o.pgSync ?? 'on'] : [])];
+  const host = await spawnListening(`baseline host (${mode})`, hostScript, args, { ADAMA_CLUSTER_SECRET: benchSecret });
+  // The host opens its PostgreSQL connections before it listens, so their backends are in the list.
+  const mysqlPid = database === 'mysql' ? localMysqlPid() : undefined;
+  const databasePids = database === 'pg' ? localPostgresPids() : mysqlPid === undefined ? [] : [mysqlPid];
+  return { address: host.address, pids: [host.pid, ...databasePids], stop: host.stop };
+}
+
 /** k node processes as one chain; transport plain is the comparison without TLS (issue 15's cost of TLS). */
-export async function startChain(k: number, syncWrites = true, transport: Transport = 'tls'): Promise<Started> {
+export async function startChain(k: number, syncWrites = true, transport: Transport = 'tls'): Promise<Started & { readonly addresses: readonly string[] }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'adama-bench-'));
   const nodes: NodeProcess[] = [];
   const options = { ...benchOptions, transport };
@@ -154,6 +188,91 @@ export async function startChain(k: number, syncWrites = true, transport: Transp
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * A k-node chain (startChain) behind the proxy tier, the product's client path: the proxy is
+ * its own process (benchmarks/proxy-host.ts, holding the client role key only) that finds the
+ * head by asking the nodes, and the generator talks WebSocket to it with signed viewer tokens.
+ * `pids` are the nodes' and the proxy's.
+ */
+export async function startChainViaProxy(k: number): Promise<Started> {
+  const chain = await startChain(k);
+  let proxy: Awaited<ReturnType<typeof spawnListening>> | undefined;
+  try {
+    // The proxy gets the client role key only, never the cluster secret.
+    const env = { ADAMA_CLIENT_KEY: deriveKeyring(benchSecret, benchOptions.cluster).client, ADAMA_VIEWER_SECRET: benchViewerSecret };
+    const p = await spawnListening('proxy host', proxyScript, ['--nodes', chain.addresses.join(','), '--chains', '1', '--cluster', benchOptions.cluster], env);
+    proxy = p;
+    const started: Started = {
+      address: p.address,
+      protocol: 'proxy',
+      viewerSecret: benchViewerSecret,
+      pids: [...chain.pids, p.pid],
+      async stop() {
+        await p.stop();
+        await chain.stop();
+      },
+    };
+    // Warm the proxy's path (the head lookup, its pooled link) before anything is measured.
+    const warm = await connector(started)('warm');
+    try {
+      await warm.submit({ doc: 'warm', docType: 'counter', channel: 'add', payload: { by: 1 }, viewer: 'warm', clientId: 'warm', clientSeq: 1 });
+    } finally {
+      warm.close();
+    }
+    return started;
+  } catch (error) {
+    await proxy?.stop();
+    await chain.stop();
+    throw error;
+  }
+}
+
+/** One connection of the load generator, whichever protocol it speaks. */
+export interface LoadConnection {
+  /** Resolves once the message is committed (acked). Over the proxy, viewer and clientId are the connection's (its token and hello). */
+  submit(m: { doc: string; docType: string; channel: string; payload: Json; viewer: string; clientId: string; clientSeq: number }): Promise<unknown>;
+  /** Subscribes `viewer` to `doc`; resolves with the first (full) view; `onSpeculative` runs at each speculative frame after it. */
+  subscribe(doc: string, docType: string, viewer: string, onSpeculative: () => void): Promise<unknown>;
+  close(): void;
+}
+
+/**
+ * How the generator opens its connections to `target`: `connect(name)` gives one connection;
+ * over the proxy, `name` is its viewer (a token is signed for it) and its clientId, so each
+ * connection is its own viewer, as one browser tab is. Over the chain protocol the messages
+ * carry their own viewer and clientId and `name` is unused.
+ */
+export function connector(target: string | Started, client?: ClientOptions): (name: string) => Promise<LoadConnection> {
+  if (typeof target !== 'string' && target.protocol === 'proxy') {
+    const secret = target.viewerSecret;
+    assert(secret !== undefined, 'connector: a proxy system needs its viewerSecret');
+    return async (name) => {
+      const socket = await ProxySocket.connect(target.address, mintToken(secret, name, benchTokenTtlMs), name);
+      return {
+        submit: (m) => socket.send({ doc: m.doc, docType: m.docType, channel: m.channel, payload: m.payload, clientSeq: m.clientSeq }),
+        subscribe: (doc, docType, _viewer, onSpeculative) =>
+          socket.subscribe(doc, docType, (v) => {
+            if (v.kind === 'speculative') onSpeculative();
+          }),
+        close: () => socket.close(),
+      };
+    };
+  }
+  const address = typeof target === 'string' ? target : target.address;
+  const options = client ?? (typeof target === 'string' ? undefined : target.client) ?? benchOptions;
+  return async () => {
+    const c = await ChainClient.connect(address, options);
+    return {
+      submit: (m) => c.submit({ chain: 'c1', ...m }),
+      subscribe: (doc, docType, viewer, onSpeculative) =>
+        c.subscribe({ chain: 'c1', doc, docType, viewer }, (u) => {
+          if (u.kind === 'speculative') onSpeculative();
+        }),
+      close: () => c.close(),
+    };
   };
 }
 
@@ -225,9 +344,14 @@ export interface OpenLoopResult {
  * from the request's due time (not its send time), so a system that falls behind is charged for
  * the queueing it causes (no coordinated omission). At most `outstandingMax` requests are in
  * flight; a request due beyond that is counted as refused, never queued without bound.
+ *
+ * Over the proxy the same `connections` WebSockets are pipelined too (PROTOCOL.md allows
+ * inflightMax unacknowledged sends per connection; the bench's proxy raises it to the
+ * outstanding bound), each its own viewer and clientId; a document's clientSeqs still increase
+ * per connection, which is all the chain's dedupe asks.
  */
 export async function openLoop(
-  address: string,
+  target: string | Started,
   o: { rate: number; seconds: number; docs: number; connections: number; prefix: string; outstandingMax?: number; workload?: Workload; client?: ClientOptions },
   h: hdr.Histogram,
 ): Promise<OpenLoopResult> {
@@ -235,7 +359,8 @@ export async function openLoop(
   const sources = Array.from({ length: o.docs }, (_, d) => messageSource(workload, d + 1, 'open'));
   assert(o.rate > 0 && o.connections > 0 && o.docs > 0, 'openLoop: rate, connections and docs must be positive');
   const outstandingMax = o.outstandingMax ?? 4_096;
-  const conns = await Promise.all(Array.from({ length: o.connections }, () => ChainClient.connect(address, o.client ?? benchOptions)));
+  const connect = connector(target, o.client);
+  const conns = await Promise.all(Array.from({ length: o.connections }, (_, c) => connect(`${o.prefix}-o${c}`)));
   const total = Math.round(o.rate * o.seconds);
   const seqs = new Map<string, number>();
   let sent = 0;
@@ -258,8 +383,8 @@ export async function openLoop(
       const clientSeq = (seqs.get(clientId) ?? 0) + 1;
       seqs.set(clientId, clientSeq);
       sent++;
-      const p = (conns[i % conns.length] as ChainClient)
-        .submit({ chain: 'c1', doc, docType: workload.docType, ...(sources[i % o.docs] as ReturnType<typeof messageSource>)(i), clientId, clientSeq })
+      const p = (conns[i % conns.length] as LoadConnection)
+        .submit({ doc, docType: workload.docType, ...(sources[i % o.docs] as ReturnType<typeof messageSource>)(i), clientId, clientSeq })
         .then(
           () => {
             h.recordValue(Math.max(1, Math.round((performance.now() - dueAt) * 1_000)));
@@ -280,15 +405,18 @@ export async function openLoop(
 
 /**
  * `clients` closed-loop clients for `seconds`, client i writing to document `prefix-(i % docs)`
- * (counter adds); latencies in microseconds go into `h`. Returns the commit count.
+ * (counter adds); latencies in microseconds go into `h`. Returns the commit count. Over the
+ * proxy each client is one WebSocket with its own viewer token, waiting for each ack; the
+ * viewer is then the token's, so the workload mix's several viewers per client become one.
  */
 export async function closedLoop(
-  address: string,
+  target: string | Started,
   o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload; client?: ClientOptions },
   h: hdr.Histogram,
 ): Promise<number> {
   const workload = o.workload ?? defaultWorkload;
-  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
+  const connect = connector(target, o.client);
+  const conns = await Promise.all(Array.from({ length: o.clients }, (_, i) => connect(`${o.prefix}-v${i}`)));
   const deadline = performance.now() + o.seconds * 1_000;
   let commits = 0;
   await Promise.all(
@@ -297,7 +425,7 @@ export async function closedLoop(
       const next = messageSource(workload, i + 1, `v${i}`);
       while (performance.now() < deadline) {
         const start = performance.now();
-        await c.submit({ chain: 'c1', doc: `${o.prefix}-${i % o.docs}`, docType: workload.docType, ...next(seq), clientId: `${o.prefix}-cl${i}`, clientSeq: seq++ });
+        await c.submit({ doc: `${o.prefix}-${i % o.docs}`, docType: workload.docType, ...next(seq), clientId: `${o.prefix}-cl${i}`, clientSeq: seq++ });
         h.recordValue(Math.max(1, Math.round((performance.now() - start) * 1_000)));
         commits++;
       }
@@ -311,22 +439,24 @@ export async function closedLoop(
  * Like closedLoop, with each client subscribed (as its own viewer) to its own document first:
  * records the time from each submit to the first speculative view frame that follows it (in
  * `speculative`) and to the ack (in `committed`). One client per document, so the frame is
- * unambiguous. Chain heads only (the baseline hosts have no views).
+ * unambiguous. Chains only, directly or via the proxy, which forwards speculative frames (the
+ * baseline hosts have no views).
  */
 export async function closedLoopWithViews(
-  address: string,
+  target: string | Started,
   o: { clients: number; seconds: number; prefix: string; client?: ClientOptions },
   speculative: hdr.Histogram,
   committed: hdr.Histogram,
 ): Promise<number> {
-  const conns = await Promise.all(Array.from({ length: o.clients }, () => ChainClient.connect(address, o.client ?? benchOptions)));
+  const connect = connector(target, o.client);
+  const conns = await Promise.all(Array.from({ length: o.clients }, (_, i) => connect(`${o.prefix}-v${i}`)));
   let commits = 0;
   await Promise.all(
     conns.map(async (c, i) => {
       const doc = `${o.prefix}-${i}`;
       let waiting: ((at: number) => void) | undefined;
-      await c.subscribe({ chain: 'c1', doc, docType: 'counter', viewer: `v${i}` }, (u) => {
-        if (u.kind === 'speculative' && waiting !== undefined) {
+      await c.subscribe(doc, 'counter', `v${i}`, () => {
+        if (waiting !== undefined) {
           const w = waiting;
           waiting = undefined;
           w(performance.now());
@@ -337,7 +467,7 @@ export async function closedLoopWithViews(
       while (performance.now() < deadline) {
         const start = performance.now();
         const seen = new Promise<number>((resolve) => (waiting = resolve));
-        await c.submit({ chain: 'c1', doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: `${o.prefix}-cl${i}`, clientSeq: seq++, viewer: `v${i}` });
+        await c.submit({ doc, docType: 'counter', channel: 'add', payload: { by: 1 }, clientId: `${o.prefix}-cl${i}`, clientSeq: seq++, viewer: `v${i}` });
         const acked = performance.now();
         committed.recordValue(Math.max(1, Math.round((acked - start) * 1_000)));
         const at = await Promise.race([seen, new Promise<number>((resolve) => setTimeout(() => resolve(Number.NaN), 1_000))]);

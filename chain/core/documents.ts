@@ -8,11 +8,11 @@ import type { DocumentType } from '../../engine/document.ts';
 import { findDocumentType } from '../../engine/documents/index.ts';
 import type { JsonObject } from '../../engine/json.ts';
 import { idPattern } from './config.ts';
-import { DedupeTable, type DedupeLimits } from './dedupe.ts';
+import { DedupeTable, type DedupeLimits, type Writes } from './dedupe.ts';
 import type { GroupCommit } from './durability.ts';
 import type { WireDelta, WireEnvelope } from './frames.ts';
 import type { Bugs } from './planted.ts';
-import { entropyRecord, keys, type DedupeEntry, type RecoveredDoc } from './store.ts';
+import { type DedupeEntry, type DocMeta, entropyRecord, keys, type RecoveredDoc, storeLayout } from './store.ts';
 import { isEntropy } from './validate.ts';
 
 export interface DocumentLimits extends DedupeLimits {
@@ -46,7 +46,14 @@ export interface Doc {
   queueBatch: number[];
   /** clientKey -> seq for queue entries. */
   readonly queued: Map<string, number>;
+  /** The dedupe table at appliedSeq (what the replica answers resends from); written nowhere. */
   dedupe: DedupeTable;
+  /**
+   * The dedupe table at logFrom - 1: what the store's dedupe keys hold. Recovery replays the
+   * log onto it to get `dedupe` back, so a commit writes no dedupe entry; compaction replays
+   * the entries it trims onto this one and writes the difference.
+   */
+  dedupeStored: DedupeTable;
   /** At the head: the highest seq durable on every replica (the confirmed state's seq). */
   committedSeq: number;
 }
@@ -94,7 +101,17 @@ export class Documents {
     doc.snapshotSeq = r.meta.snapshotSeq;
     doc.logFrom = r.meta.logFrom;
     doc.log = r.log;
-    doc.dedupe = new DedupeTable(this.chain, doc.id, r.dedupe);
+    if (r.meta.layout === storeLayout) {
+      // The stored table is at logFrom - 1: the log's deltas, remembered in seq order, give the table at appliedSeq.
+      doc.dedupeStored = new DedupeTable(this.chain, doc.id, copyDedupe(r.dedupe));
+      doc.dedupe = new DedupeTable(this.chain, doc.id, r.dedupe);
+      for (const delta of r.log) this.rememberIn(doc.dedupe, delta, noWrites);
+    } else {
+      // An older layout's table is at appliedSeq: a snapshot there with an empty log makes it the table at logFrom - 1.
+      doc.dedupe = new DedupeTable(this.chain, doc.id, r.dedupe);
+      doc.dedupeStored = new DedupeTable(this.chain, doc.id, copyDedupe(r.dedupe));
+      this.checkpoint(doc);
+    }
     doc.queue = r.queue;
     doc.queueBatch = r.queue.map(() => 0);
     // A store of the layout before issue 16 keeps queued envelopes under their own keys: they
@@ -151,6 +168,7 @@ export class Documents {
       queueBatch: [],
       queued: new Map(),
       dedupe: new DedupeTable(this.chain, id),
+      dedupeStored: new DedupeTable(this.chain, id),
       committedSeq: 0,
     };
     this.docs.set(id, doc);
@@ -158,7 +176,8 @@ export class Documents {
   }
 
   writeMeta(doc: Doc): void {
-    this.writes.put(keys.meta(this.chain, doc.id), JSON.stringify({ docType: doc.type.name, appliedSeq: doc.appliedSeq, snapshotSeq: doc.snapshotSeq, logFrom: doc.logFrom }));
+    const meta: DocMeta = { docType: doc.type.name, appliedSeq: doc.appliedSeq, snapshotSeq: doc.snapshotSeq, logFrom: doc.logFrom, layout: storeLayout };
+    this.writes.put(keys.meta(this.chain, doc.id), JSON.stringify(meta));
   }
 
   /** Appends a sequenced envelope to the queue (a write). Seq 1 carries the document's entropy (the stored copy does not: keys.entropy has it). */
@@ -205,27 +224,50 @@ export class Documents {
     doc.appliedSeq = delta.seq;
     doc.log.push(delta);
     this.writes.put(keys.log(this.chain, doc.id, delta.seq), JSON.stringify(delta));
-    if (delta.clientId !== '') doc.dedupe.remember(delta.clientId, [delta.clientSeq, delta.seq, delta.outcomeJson, delta.timestamp], this.writes, this.limits, this.bugs);
+    this.rememberIn(doc.dedupe, delta, noWrites);
     if (doc.appliedSeq - doc.snapshotSeq > this.limits.deltaLogEntriesMax) this.compact(doc);
     assert(doc.log.length === doc.appliedSeq - doc.logFrom + 1, 'recordDelta: log does not end at appliedSeq');
   }
 
+  /** A message's entry in a dedupe table (messages without a client have none). */
+  private rememberIn(table: DedupeTable, delta: WireDelta, writes: Writes): void {
+    if (delta.clientId !== '') table.remember(delta.clientId, [delta.clientSeq, delta.seq, delta.outcomeJson, delta.timestamp], writes, this.limits, this.bugs);
+  }
+
   /** Snapshot at appliedSeq; keep the last deltaLogKeepEntries log entries. */
   private compact(doc: Doc): void {
+    this.trimLog(doc, Math.max(doc.logFrom, doc.appliedSeq - this.limits.deltaLogKeepEntries + 1), true);
+  }
+
+  /** Snapshot at appliedSeq and an empty log: an older layout's dedupe keys (a table at appliedSeq, as stored) become this layout's. */
+  private checkpoint(doc: Doc): void {
+    this.trimLog(doc, doc.appliedSeq + 1, false);
+  }
+
+  /**
+   * Snapshot at appliedSeq; log entries before `logFrom` go. With `replay`, the stored dedupe
+   * table moves past them (only what changed is written); without, it is there already.
+   */
+  private trimLog(doc: Doc, logFrom: number, replay: boolean): void {
     doc.snapshotSeq = doc.appliedSeq;
     this.writes.put(keys.snapshot(this.chain, doc.id), JSON.stringify({ seq: doc.snapshotSeq, stateJson: JSON.stringify(doc.state) }));
-    const logFrom = Math.max(doc.logFrom, doc.appliedSeq - this.limits.deltaLogKeepEntries + 1);
-    for (let seq = doc.logFrom; seq < logFrom; seq++) this.writes.del(keys.log(this.chain, doc.id, seq));
+    const changes = new NetWrites();
+    for (let seq = doc.logFrom; seq < logFrom; seq++) {
+      this.writes.del(keys.log(this.chain, doc.id, seq));
+      if (replay) this.rememberIn(doc.dedupeStored, doc.log[seq - doc.logFrom] as WireDelta, changes);
+    }
+    changes.flushTo(this.writes);
     doc.log = doc.log.slice(logFrom - doc.logFrom);
     doc.logFrom = logFrom;
     this.writeMeta(doc);
+    assert(doc.log.length > 0 || doc.dedupeStored.digestText() === doc.dedupe.digestText(), 'trimLog: with an empty log the stored dedupe table is the live one');
   }
 
   /** Replaces everything up to `seq` by a transferred snapshot and dedupe table. */
   replace(doc: Doc, seq: number, state: JsonObject, stateJson: string, dedupe: Map<string, DedupeEntry[]>): void {
     this.version++;
     for (let s = doc.logFrom; s <= doc.appliedSeq; s++) this.writes.del(keys.log(this.chain, doc.id, s));
-    doc.dedupe.forgetAll(this.writes);
+    doc.dedupeStored.forgetAll(this.writes);
     while (doc.queue.length > 0 && (doc.queue[0] as WireEnvelope).seq <= seq) this.shift(doc, (doc.queue[0] as WireEnvelope).seq, false);
     doc.state = state;
     doc.appliedSeq = seq;
@@ -233,7 +275,9 @@ export class Documents {
     doc.logFrom = seq + 1;
     doc.log = [];
     doc.dedupe = new DedupeTable(this.chain, doc.id, dedupe);
-    doc.dedupe.writeAll(this.writes);
+    // The log starts after seq: the stored table is the transferred one.
+    doc.dedupeStored = new DedupeTable(this.chain, doc.id, copyDedupe(dedupe));
+    doc.dedupeStored.writeAll(this.writes);
     this.writes.put(keys.snapshot(this.chain, doc.id), JSON.stringify({ seq, stateJson }));
     this.writeMeta(doc);
   }
@@ -253,7 +297,7 @@ export class Documents {
     this.version++;
     this.dropQueue(doc);
     for (let seq = doc.logFrom; seq <= doc.appliedSeq; seq++) this.writes.del(keys.log(this.chain, doc.id, seq));
-    doc.dedupe.forgetAll(this.writes);
+    doc.dedupeStored.forgetAll(this.writes);
     this.writes.del(keys.snapshot(this.chain, doc.id));
     this.writes.del(keys.meta(this.chain, doc.id));
     this.writes.del(keys.entropy(this.chain, doc.id));
@@ -271,4 +315,38 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** The stored form of a queued envelope (at keys.log until its delta replaces it); seq 1's entropy is not repeated (keys.entropy holds it). */
 function queuedRecord(envelope: WireEnvelope): string {
   return JSON.stringify(envelope.seq === 1 ? { ...envelope, entropy: undefined } : envelope);
+}
+
+/** A copy of a dedupe table's windows (tables change their windows in place; entries are immutable). */
+function copyDedupe(table: ReadonlyMap<string, readonly DedupeEntry[]>): Map<string, DedupeEntry[]> {
+  return new Map([...table].map(([client, window]) => [client, [...window]]));
+}
+
+/** The writes of the live dedupe table: none (recovery rebuilds it from the log). */
+const noWrites: Writes = { put() {}, del() {} };
+
+/**
+ * Writes collected, then handed on as their net effect: a key put and deleted again (an entry
+ * remembered and evicted within one compaction) costs nothing.
+ */
+class NetWrites implements Writes {
+  private readonly ops = new Map<string, string | undefined>();
+  /** Keys whose first operation here was a put: not on disk before. */
+  private readonly fresh = new Set<string>();
+
+  put(key: string, value: string): void {
+    if (!this.ops.has(key)) this.fresh.add(key);
+    this.ops.set(key, value);
+  }
+
+  del(key: string): void {
+    if (this.fresh.has(key)) {
+      this.fresh.delete(key);
+      this.ops.delete(key);
+    } else this.ops.set(key, undefined);
+  }
+
+  flushTo(writes: Writes): void {
+    for (const [key, value] of this.ops) value === undefined ? writes.del(key) : writes.put(key, value);
+  }
 }

@@ -722,7 +722,7 @@ test('entropy: a store written before per-document entropy is refused at open, s
   t.throws(recover(damaged), { instanceOf: CorruptStore, message: /entropy is not 32 bytes/ });
 });
 
-test('store layout (issue 16): a commit writes its seq key and dedupe entry only; recovery reads appliedSeq off the log and moves old-layout queue keys', (t) => {
+test('store layout (issue 16): a commit writes its seq key only; recovery reads appliedSeq off the log and moves old-layout queue keys', (t) => {
   const bench = new Bench(['n1', 'n2']);
   bench.configure(['n1', 'n2']);
   bench.pump();
@@ -731,9 +731,9 @@ test('store layout (issue 16): a commit writes its seq key and dedupe entry only
   const before = (bench.batches.get('n1') ?? []).length;
   bench.submit('n1', 2, 'doc-a', 2);
   bench.pump();
-  // At the head: the queued envelope under l!2, then the delta over it, and the dedupe entry.
+  // At the head: the queued envelope under l!2, then the delta over it (no meta, no queue delete, no dedupe entry).
   const ops = (bench.batches.get('n1') ?? []).slice(before).flatMap((b) => b.ops.map((o) => `${o.type} ${o.key}`));
-  t.deepEqual(ops, [`put ${keys.log('c1', 'doc-a', 2)}`, `put ${keys.log('c1', 'doc-a', 2)}`, `put ${keys.dedupe('c1', 'doc-a', 'client-1', 2)}`]);
+  t.deepEqual(ops, [`put ${keys.log('c1', 'doc-a', 2)}`, `put ${keys.log('c1', 'doc-a', 2)}`]);
   const recovered = storeAfter(bench.batches.get('n1') ?? []);
   const doc = recovered.get('c1')?.docs.get('doc-a');
   t.is(doc?.meta.appliedSeq, 2, 'appliedSeq is the last delta, not the meta written at creation');
@@ -765,3 +765,57 @@ test('store layout (issue 16): a commit writes its seq key and dedupe entry only
     { instanceOf: CorruptStore, message: /a delta after a queued envelope/ },
   );
 });
+
+// Two tables: one that keeps every entry (a lost one shows), one that evicts all the time.
+for (const [name, windowMax, clientsMax] of [
+  ['keeping', 16, 4],
+  ['evicting', 3, 2],
+] as const)
+  test(`store layout (issue 16): the dedupe table (${name}) is rebuilt from the log at restart, through compactions, and an older layout is converted`, (t) => {
+    const limits = { deltaLogEntriesMax: 8, deltaLogKeepEntries: 4, docQueueDepthMax: 4, dedupeWindowMax: windowMax, dedupeClientsMax: clientsMax, dedupeIdleMsMin: 50 };
+    const bench = new Bench([]);
+    bench.replicas.set('n1', replica('n1', limits));
+    bench.configure(['n1']);
+    bench.pump();
+    const dedupeOf = (r: Replica): unknown => (r.status(fullStatus) as { docs: { dedupeDigest?: string }[] }).docs.map((d) => d.dedupeDigest);
+    let requestId = 0;
+    const seqs = new Map<string, number>();
+    // Three clients on one document (the table holds two: idle ones are forgotten), 40 messages, compaction every 8.
+    for (let i = 0; i < 40; i++) {
+      const client = ['a', 'b', 'c'][i % 7 < 4 ? 0 : i % 7 < 6 ? 1 : 2] as string;
+      const clientSeq = (seqs.get(client) ?? 0) + 1;
+      seqs.set(client, clientSeq);
+      bench.now += 20;
+      bench.submit('n1', ++requestId, 'doc-a', 1, client, clientSeq);
+      bench.pump();
+      const restarted = replica('n1', limits, storeAfter(bench.batches.get('n1') ?? []).get('c1'));
+      t.deepEqual(dedupeOf(restarted), dedupeOf(bench.replica('n1')), `after message ${i + 1}`);
+    }
+    const ops = (bench.batches.get('n1') ?? []).flatMap((b) => b.ops);
+    t.true(
+      ops.some((o) => o.type === 'put' && o.key.includes('!k!')),
+      'compaction wrote the stored table',
+    );
+    t.true(ops.filter((o) => o.key.includes('!k!')).length < 40, 'fewer dedupe writes than messages');
+    // An older layout: meta without a layout, dedupe keys holding the table at appliedSeq.
+    const store = new Map<string, string>();
+    for (const batch of bench.batches.get('n1') ?? []) for (const op of batch.ops) op.type === 'put' ? store.set(op.key, op.value) : store.delete(op.key);
+    const live = bench.replica('n1');
+    const meta = JSON.parse(store.get(keys.meta('c1', 'doc-a')) as string);
+    for (const key of [...store.keys()]) if (key.includes('!k!')) store.delete(key);
+    const liveDocs = (live as unknown as { docs: { get(id: string): { dedupe: { toJson(): string } } | undefined } }).docs;
+    const table = JSON.parse(liveDocs.get('doc-a')?.dedupe.toJson() ?? '[]') as [string, [number, number, string, number][]][];
+    t.true(table.length > 0);
+    for (const [client, window] of table) for (const e of window) store.set(keys.dedupe('c1', 'doc-a', client, e[0]), JSON.stringify([e[1], e[2], e[3]]));
+    store.set(keys.meta('c1', 'doc-a'), JSON.stringify({ ...meta, layout: undefined }));
+    const recovery = new Recovery();
+    for (const key of [...store.keys()].sort()) recovery.add(key, store.get(key) as string);
+    const converted = replica('n1', limits, recovery.finish().get('c1'));
+    t.deepEqual(dedupeOf(converted), dedupeOf(live));
+    const conversion = converted.takeBatch()?.ops ?? [];
+    t.true(
+      conversion.some((o) => o.type === 'put' && o.key === keys.snapshot('c1', 'doc-a')),
+      'a snapshot at appliedSeq',
+    );
+    t.true(conversion.some((o) => o.type === 'put' && o.key === keys.meta('c1', 'doc-a') && JSON.parse(o.value).layout === 2));
+  });

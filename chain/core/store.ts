@@ -22,7 +22,11 @@
 //   c!{chain}!d!{doc}!q!{seq}         a queued envelope as the layout before issue 16 kept it
 //                                     (read, and moved to its l key, at startup)
 //   c!{chain}!d!{doc}!s               snapshot {seq, stateJson}: the state after applying seq
-//   c!{chain}!d!{doc}!k!{clientId}!{clientSeq}   dedupe entry [seq, outcomeJson, timestamp]
+//   c!{chain}!d!{doc}!k!{clientId}!{clientSeq}   dedupe entry [seq, outcomeJson, timestamp]: the
+//                                     table at logFrom - 1 (written when compaction moves logFrom;
+//                                     the replica rebuilds the table at appliedSeq by remembering
+//                                     the log's deltas in order); in stores without meta.layout
+//                                     (before issue 16), the table at appliedSeq
 //
 // Invariants (checked by `Recovery`, the disk-side half of the replica's paired checks):
 // - the state at appliedSeq is the snapshot (or the type's initial state when snapshotSeq is 0)
@@ -57,7 +61,15 @@ export interface DocMeta {
   appliedSeq: number;
   snapshotSeq: number;
   logFrom: number;
+  /** storeLayout for this layout; absent in a store of an earlier one (its dedupe keys hold the table at appliedSeq). */
+  layout?: number;
 }
+
+/**
+ * The layout of issue 16: one key per seq (queued envelope, then delta), appliedSeq read off
+ * the log, and dedupe keys that hold the table at logFrom - 1 (recovery replays the log onto it).
+ */
+export const storeLayout = 2;
 
 /** One remembered message of one client: its clientSeq, the seq it got, its outcome, and when the head sequenced it. */
 export type DedupeEntry = readonly [clientSeq: number, seq: number, outcomeJson: string, timestamp: number];

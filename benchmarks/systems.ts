@@ -31,6 +31,8 @@ export interface Started {
   readonly client?: ClientOptions;
   /** The processes that serve this system (nodes, the host, and mariadbd for MySQL), for CPU accounting. */
   readonly pids: readonly number[];
+  /** A name for each of `pids`, same order (node-n1, host-mysql, mariadbd): their cgroups under --per-node-cpu. */
+  readonly names?: readonly string[];
   stop(): Promise<void>;
 }
 
@@ -79,6 +81,7 @@ export async function startHost(mode: 'mysql' | 'memory'): Promise<Started> {
   return {
     address,
     pids: [child.pid as number, ...(mysqlPid === undefined ? [] : [mysqlPid])],
+    names: [`host-${mode}`, ...(mysqlPid === undefined ? [] : [readFileSync(`/proc/${mysqlPid}/comm`, 'utf8').trim()])],
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -110,6 +113,7 @@ export async function startChain(k: number, syncWrites = true, transport: Transp
     address: nodes[0]?.address as string,
     client: options,
     pids: nodes.map((n) => n.child.pid as number),
+    names: nodes.map((n) => `node-${n.id}`),
     async stop() {
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
       rmSync(dir, { recursive: true, force: true });
@@ -265,6 +269,26 @@ export async function closedLoop(
   );
   for (const c of conns) c.close();
   return commits;
+}
+
+/** closedLoop against a started system, with the CPU seconds its processes and this process (the load generator) spent meanwhile, and the wall time. */
+export async function measuredClosedLoop(
+  s: Started,
+  o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload },
+  h: hdr.Histogram,
+): Promise<{ commits: number; serverCpuSeconds: number; generatorCpuSeconds: number; wallSeconds: number }> {
+  const serverBefore = cpuSeconds(s.pids);
+  const generatorBefore = process.cpuUsage();
+  const start = performance.now();
+  const commits = await closedLoop(s.address, { ...o, client: s.client }, h);
+  const generator = process.cpuUsage(generatorBefore);
+  return {
+    commits,
+    serverCpuSeconds: cpuSeconds(s.pids) - serverBefore,
+    generatorCpuSeconds: (generator.user + generator.system) / 1e6,
+    // Longer than o.seconds: the connections' handshakes and the answers still in flight at the deadline.
+    wallSeconds: (performance.now() - start) / 1_000,
+  };
 }
 
 /**

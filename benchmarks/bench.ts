@@ -10,10 +10,17 @@
 // scenario at a fixed rate (latency from each request's due time). Last, a throughput timeline
 // on a real cluster with SWIM and the automatic manager, with the head killed half way.
 // npm run paper turns the JSON into the paper's tables and figures.
+//
+// Issue 16, equal hardware per node: --per-node-cpu Q runs the whole matrix with each system
+// process in a cgroup of its own limited to Q CPUs (benchmarks/cgroups.ts), and every run
+// also sweeps the chain over k under equal per-node CPU (--equal-cpu Q, default 0.3), so
+// throughput against k is not just k processes sharing two cores.
 
+import os from 'node:os';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { type BaselineMode, baselineTable, bestBaseline, databaseOf, type PgSync, pgStartHint, pgUrl } from './baselines.ts';
+import { available, CpuGroups, cfsPeriodUs, quotaCpusMin, removeStaleGroups } from './cgroups.ts';
 import { mysqlUrlDefault } from './mysql.ts';
 import { parseArgs, printTable, writeResults } from './report.ts';
 import {
@@ -22,11 +29,10 @@ import {
   workloadMixes,
   type Workload,
   cdfPoints,
-  cpuSeconds,
-  closedLoop,
   closedLoopWithViews,
   failoverTimeline,
   histogram,
+  measuredClosedLoop,
   openLoop,
   percentileMs,
   startChain,
@@ -36,6 +42,7 @@ import {
 } from './systems.ts';
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
+    [--per-node-cpu Q] [--equal-cpu Q]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
 (--transport plain: what TLS costs, side by side), chain k=3 via proxy (the product's client
@@ -58,8 +65,26 @@ What the clients send (closed and open loop): --doc-type counter|chat|poll|card-
 counter) and --mix simple (one valid message per type: counter add, chat say, poll vote,
 card-table sit; the default) or workload (the engine's mix of channels, viewers and illegal
 moves). A non-default choice adds -TYPE-MIX to the file name; npm run paper reads the default
-files only. The optimistic-path measurement and the failover timeline always use counter adds.`;
-const a = parseArgs(process.argv.slice(2), usage, { quick: 'flag', seconds: 'number', rounds: 'number', rate: 'number', 'timeline-seconds': 'number', 'doc-type': 'string', mix: 'string' });
+files only. The optimistic-path measurement and the failover timeline always use counter adds.
+
+Equal hardware per node (cgroup v1 cpu controller at /sys/fs/cgroup/cpu, as root):
+--per-node-cpu Q puts every process of the system under test (each chain node, the baseline
+host, mariadbd) in a cgroup of its own with a quota of Q CPUs while that system runs; the load
+generator and the failover timeline stay unconfined. Adds -cpuQ to the file name. Exits with 2
+if cgroups are unavailable. --equal-cpu Q (default 0.3; 0 turns it off): after the matrix, the
+chain over k = 1..5 (quick: 1 and 5) on c64-many (full run: c1-many too) with Q CPUs per node,
+stored under equalCpu; if cgroups are unavailable it is skipped with the reason (CI=true: exit 2).`;
+const a = parseArgs(process.argv.slice(2), usage, {
+  quick: 'flag',
+  seconds: 'number',
+  rounds: 'number',
+  rate: 'number',
+  'timeline-seconds': 'number',
+  'doc-type': 'string',
+  mix: 'string',
+  'per-node-cpu': 'number',
+  'equal-cpu': 'string',
+});
 const mix = (a.mix as string | undefined) ?? defaultWorkload.mix;
 if (!(workloadMixes as readonly string[]).includes(mix)) {
   console.error(`--mix must be one of ${workloadMixes.join(', ')}, not ${mix}`);
@@ -79,6 +104,44 @@ const rounds = (a.rounds as number | undefined) ?? (quick ? 1 : 2);
 const rate = (a.rate as number | undefined) ?? 1_000;
 const timelineSeconds = (a['timeline-seconds'] as number | undefined) ?? (quick ? 6 : 12);
 const openLoopShape = { connections: 8, docs: 64 };
+
+// Issue 16: CPU quotas per system process (cgroups), for the whole matrix and for the equal-CPU sweep.
+const quotaCpusMax = os.cpus().length;
+const perNodeCpu = a['per-node-cpu'] as number | undefined;
+const equalCpuQuota = a['equal-cpu'] === undefined ? 0.3 : Number(a['equal-cpu']);
+for (const [flag, q] of [
+  ['--per-node-cpu', perNodeCpu],
+  ['--equal-cpu', equalCpuQuota === 0 ? undefined : equalCpuQuota],
+] as const) {
+  if (q !== undefined && !(q >= quotaCpusMin && q <= quotaCpusMax)) {
+    console.error(`${flag} takes CPUs per process between ${quotaCpusMin} and ${quotaCpusMax} (this machine's cores)${flag === '--equal-cpu' ? ', or 0 for no equal-CPU sweep' : ''}, not ${q}`);
+    process.exit(2);
+  }
+}
+const cgroupsCheck = perNodeCpu !== undefined || equalCpuQuota > 0 ? available() : ({ ok: true } as const);
+if (!cgroupsCheck.ok) {
+  if (perNodeCpu !== undefined || process.env.CI === 'true') {
+    console.error(`${perNodeCpu !== undefined ? '--per-node-cpu' : 'the equal-CPU sweep (CI=true)'} needs cpu cgroups, which are unavailable: ${cgroupsCheck.reason}`);
+    process.exit(2);
+  }
+  console.error(`[bench] the equal-CPU sweep will be skipped: ${cgroupsCheck.reason}`);
+}
+const cpuGroups = cgroupsCheck.ok ? new CpuGroups() : undefined;
+if (cpuGroups !== undefined) for (const stale of removeStaleGroups()) console.error(`[bench] removed the cpu cgroup ${stale} of a run that is gone`);
+/** Puts each process of `s` in its own group of `quotaCpus` CPUs; returns what moves them back. */
+function confine(s: Started, quotaCpus: number): () => void {
+  const groups = cpuGroups as CpuGroups;
+  const release = (): void => {
+    for (const pid of s.pids) groups.release(pid);
+  };
+  try {
+    for (const [i, pid] of s.pids.entries()) groups.confine(s.names?.[i] ?? `p${i + 1}`, pid, quotaCpus);
+  } catch (error) {
+    release();
+    throw error;
+  }
+  return release;
+}
 
 interface System {
   readonly name: string;
@@ -131,11 +194,21 @@ const cpu = new Map<string, { server: number; generator: number }>();
 const openLoops = new Map<string, { h: ReturnType<typeof histogram>; sent: number; committed: number; refused: number; failed: number }>();
 const viewHistograms = new Map<string, { speculative: ReturnType<typeof histogram>; committed: ReturnType<typeof histogram> }>();
 const started = Date.now();
-// Ctrl-C (or SIGTERM) stops the system under test and restores the MySQL setting before exiting.
+// Ctrl-C (or SIGTERM) stops the system under test and restores the MySQL setting before exiting;
+// it first moves every confined process back and removes the cpu cgroups (also done on exit).
 let current: Started | undefined;
+const restoreCgroups = (): void => {
+  try {
+    cpuGroups?.restore();
+  } catch (error) {
+    console.error(`[bench] ${(error as Error).message}`);
+  }
+};
+process.once('exit', restoreCgroups);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
-    console.error(`[bench] ${signal}: stopping the system under test and restoring innodb_flush_log_at_trx_commit = ${originalFlush}`);
+    restoreCgroups();
+    console.error(`[bench] ${signal}: cpu cgroups restored; stopping the system under test and restoring innodb_flush_log_at_trx_commit = ${originalFlush}`);
     void Promise.allSettled([current?.stop(), db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`)]).then(() => process.exit(130));
   });
 }
@@ -147,21 +220,19 @@ try {
       if (system.mode !== undefined && databaseOf(system.mode) === 'pg') await pgDb.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
       const s = await system.start();
       current = s;
+      const release = perNodeCpu === undefined ? () => {} : confine(s, perNodeCpu);
       try {
         for (const scenario of scenarios) {
           const k = key(system.name, scenario.name);
           if (!histograms.has(k)) histograms.set(k, histogram());
-          const cpuBefore = cpuSeconds(s.pids);
-          const generatorBefore = process.cpuUsage();
-          const n = await closedLoop(
+          const m = await measuredClosedLoop(
             s,
-            { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload, client: s.client },
+            { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `${scenario.name}-r${round}`, workload },
             histograms.get(k) as ReturnType<typeof histogram>,
           );
-          commits.set(k, (commits.get(k) ?? 0) + n);
-          const generator = process.cpuUsage(generatorBefore);
+          commits.set(k, (commits.get(k) ?? 0) + m.commits);
           const c = cpu.get(k) ?? { server: 0, generator: 0 };
-          cpu.set(k, { server: c.server + cpuSeconds(s.pids) - cpuBefore, generator: c.generator + (generator.user + generator.system) / 1e6 });
+          cpu.set(k, { server: c.server + m.serverCpuSeconds, generator: c.generator + m.generatorCpuSeconds });
         }
         const ol = openLoops.get(system.name) ?? { h: histogram(), sent: 0, committed: 0, refused: 0, failed: 0 };
         openLoops.set(system.name, ol);
@@ -179,16 +250,95 @@ try {
         }
       } finally {
         current = undefined;
-        await s.stop();
+        await s.stop().finally(release);
       }
       console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: ${system.name} done`);
     }
   }
 } finally {
+  restoreCgroups();
   await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
   await db.end();
   await pgDb.end();
 }
+
+// Issue 16: the chain's k sweep under equal per-node CPU, each node process in its own cgroup of
+// equalCpuQuota CPUs (the generator outside), for the figure next to the shared-CPU rows.
+const equalCpuKs = quick ? [1, 5] : [1, 2, 3, 4, 5];
+const equalCpuScenarios = scenarios.filter((sc) => sc.name === 'c64-many' || (!quick && sc.name === 'c1-many'));
+const equalCpuSkipped = equalCpuQuota === 0 ? 'turned off (--equal-cpu 0)' : cgroupsCheck.ok ? undefined : cgroupsCheck.reason;
+/** Per cell: CPU seconds of the nodes and the generator, wall seconds measured, and each node's (by index) active and throttled CFS periods. */
+const equalCells = new Map<string, { h: ReturnType<typeof histogram>; commits: number; server: number; generator: number; wall: number; periods: number[]; throttledPeriods: number[] }>();
+if (equalCpuSkipped === undefined) {
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      for (const k of round % 2 === 1 ? equalCpuKs : [...equalCpuKs].reverse()) {
+        const s = await startChain(k);
+        current = s;
+        const release = confine(s, equalCpuQuota);
+        const throttling = (): { periods: number; throttledPeriods: number }[] => s.pids.map((pid) => (cpuGroups as CpuGroups).throttling(pid));
+        try {
+          for (const scenario of equalCpuScenarios) {
+            const cell = equalCells.get(key(`chain k=${k}`, scenario.name)) ?? {
+              h: histogram(),
+              commits: 0,
+              server: 0,
+              generator: 0,
+              wall: 0,
+              periods: new Array<number>(k).fill(0),
+              throttledPeriods: new Array<number>(k).fill(0),
+            };
+            equalCells.set(key(`chain k=${k}`, scenario.name), cell);
+            const before = throttling();
+            const m = await measuredClosedLoop(s, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `eq-${scenario.name}-r${round}`, workload }, cell.h);
+            cell.commits += m.commits;
+            cell.server += m.serverCpuSeconds;
+            cell.generator += m.generatorCpuSeconds;
+            cell.wall += m.wallSeconds;
+            for (const [i, t] of throttling().entries()) {
+              cell.periods[i] = (cell.periods[i] as number) + t.periods - (before[i]?.periods ?? 0);
+              cell.throttledPeriods[i] = (cell.throttledPeriods[i] as number) + t.throttledPeriods - (before[i]?.throttledPeriods ?? 0);
+            }
+          }
+        } finally {
+          current = undefined;
+          await s.stop().finally(release);
+        }
+        console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: chain k=${k} at ${equalCpuQuota} CPUs per node done`);
+      }
+    }
+  } finally {
+    restoreCgroups();
+  }
+} else console.error(`[bench] equal-CPU sweep skipped: ${equalCpuSkipped}`);
+const equalCpuRows = [...equalCells].map(([cellKey, c]) => {
+  const [system, scenarioName] = cellKey.split('|') as [string, string];
+  const scenario = scenarios.find((sc) => sc.name === scenarioName) as (typeof scenarios)[number];
+  const k = Number(system.replace('chain k=', ''));
+  const us = (x: number): number => (c.commits > 0 ? Math.round((x * 1e6) / c.commits) : -1);
+  const shares = c.periods.map((p, i) => (p > 0 ? (c.throttledPeriods[i] as number) / p : 0));
+  const share = (x: number): number => Number(x.toFixed(2));
+  return {
+    system,
+    k,
+    scenario: scenario.name,
+    clients: scenario.clients,
+    docs: scenario.docs,
+    quotaCpus: equalCpuQuota,
+    commitsPerSecond: Math.round(c.commits / (seconds * rounds)),
+    serverCpuUs: us(c.server),
+    generatorCpuUs: us(c.generator),
+    /** CPUs the k node processes used together over the measured wall time (at most k × quotaCpus). */
+    serverCpus: Number((c.server / c.wall).toFixed(2)),
+    /** The share of a node's active CFS periods in which it hit its quota: the head, and the most of any node. */
+    headThrottledShare: share(shares[0] as number),
+    maxThrottledShare: share(Math.max(...shares)),
+    p50Ms: percentileMs(c.h, 50),
+    p90Ms: percentileMs(c.h, 90),
+    p99Ms: percentileMs(c.h, 99),
+    p999Ms: percentileMs(c.h, 99.9),
+  };
+});
 
 /** Microseconds of CPU per commit: in the system's processes, and in the load generator. */
 function cpuPerCommit(k: string): { serverCpuUs: number; generatorCpuUs: number } {
@@ -225,6 +375,10 @@ const views = [...viewHistograms].map(([k, v]) => ({
 }));
 console.log('');
 printTable(views);
+if (equalCpuRows.length > 0) {
+  console.log(`\nchain at ${equalCpuQuota} CPUs per node (cgroups):`);
+  printTable(equalCpuRows);
+}
 const open = systems.map((system) => {
   const o = openLoops.get(system.name) as NonNullable<ReturnType<typeof openLoops.get>>;
   return {
@@ -274,15 +428,33 @@ const ratios = {
   ),
   // Against the strongest durable baseline of the run, whichever it is (named in bestBaselineC64Many; ratios stay numbers).
   k3ThroughputOverBestBaseline: ratio(row('chain k=3', 'c64-many').commitsPerSecond, bestC64Many.commitsPerSecond),
+  // Issue 16: the chain's CPU per commit per replica (k=3, 64 clients, many documents: the server CPU of the three nodes, divided by 3).
+  cpuUsPerReplicaCommitK3: Math.round(row('chain k=3', 'c64-many').serverCpuUs / 3),
+  throughputK5OverK1EqualCpu: ((k1, k5) => (k1 === undefined || k5 === undefined ? null : ratio(k5.commitsPerSecond, k1.commitsPerSecond)))(
+    equalCpuRows.find((r) => r.k === 1 && r.scenario === 'c64-many'),
+    equalCpuRows.find((r) => r.k === 5 && r.scenario === 'c64-many'),
+  ),
 };
 const bestBaselineC64Many = bestC64Many.system;
 console.log(JSON.stringify({ ratios, bestBaselineC64Many }));
-for (const r of [...rows, ...open]) if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
+for (const r of [...rows, ...open, ...equalCpuRows])
+  if (!(r.commitsPerSecond > 0 && Number.isFinite(r.p50Ms))) throw new Error(`no commits for ${r.system} ${'scenario' in r ? r.scenario : 'open loop'}`);
 if (timeline.ackedLost > 0 || timeline.firstCommitAfterKillMs < 0)
   throw new Error(`failover timeline: ${timeline.ackedLost} acknowledged messages lost; first commit after the kill ${timeline.firstCommitAfterKillMs} ms`);
-const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}`, {
-  settings: { quick, seconds, rounds, rate, workload, timelineSeconds, mysqlFlushRestoredTo: originalFlush, elapsedSeconds: Math.round((Date.now() - started) / 1_000) },
+const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}${perNodeCpu === undefined ? '' : `-cpu${perNodeCpu}`}`, {
+  settings: {
+    quick,
+    seconds,
+    rounds,
+    rate,
+    workload,
+    timelineSeconds,
+    perNodeCpu: perNodeCpu ?? null,
+    mysqlFlushRestoredTo: originalFlush,
+    elapsedSeconds: Math.round((Date.now() - started) / 1_000),
+  },
   rows,
+  equalCpu: { quotaCpus: equalCpuQuota, cfsPeriodUs, ks: equalCpuKs, scenarios: equalCpuScenarios.map((sc) => sc.name), skipped: equalCpuSkipped ?? null, rows: equalCpuRows },
   views,
   openLoop: open,
   ratios,

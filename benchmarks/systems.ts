@@ -48,6 +48,8 @@ export interface Started {
   readonly client?: ClientOptions;
   /** The processes that serve this system (nodes, the host, the proxy, and mariadbd or the postgres processes), for CPU accounting. */
   readonly pids: readonly number[];
+  /** A name for each of `pids`, same order (node-n1, host-mysql, mariadbd): their cgroups under --per-node-cpu. */
+  readonly names?: readonly string[];
   stop(): Promise<void>;
 }
 
@@ -158,7 +160,8 @@ export async function startHost(mode: BaselineMode, o: HostOptions = {}): Promis
   // The host opens its PostgreSQL connections before it listens, so their backends are in the list.
   const mysqlPid = database === 'mysql' ? localMysqlPid() : undefined;
   const databasePids = database === 'pg' ? localPostgresPids() : mysqlPid === undefined ? [] : [mysqlPid];
-  return { address: host.address, pids: [host.pid, ...databasePids], stop: host.stop };
+  const databaseNames = database === 'pg' ? databasePids.map((pid) => `postgres-${pid}`) : databasePids.map((pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+  return { address: host.address, pids: [host.pid, ...databasePids], names: [`host-${mode}`, ...databaseNames], stop: host.stop };
 }
 
 /** k node processes as one chain; transport plain is the comparison without TLS (issue 15's cost of TLS). */
@@ -184,6 +187,7 @@ export async function startChain(k: number, syncWrites = true, transport: Transp
     addresses: nodes.map((n) => n.address),
     client: options,
     pids: nodes.map((n) => n.child.pid as number),
+    names: nodes.map((n) => `node-${n.id}`),
     async stop() {
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
       rmSync(dir, { recursive: true, force: true });
@@ -210,6 +214,7 @@ export async function startChainViaProxy(k: number): Promise<Started> {
       protocol: 'proxy',
       viewerSecret: benchViewerSecret,
       pids: [...chain.pids, p.pid],
+      names: [...(chain.names ?? chain.pids.map((_, i) => `node-n${i + 1}`)), 'proxy'],
       async stop() {
         await p.stop();
         await chain.stop();
@@ -433,6 +438,26 @@ export async function closedLoop(
   );
   for (const c of conns) c.close();
   return commits;
+}
+
+/** closedLoop against a started system, with the CPU seconds its processes and this process (the load generator) spent meanwhile, and the wall time. */
+export async function measuredClosedLoop(
+  s: Started,
+  o: { clients: number; docs: number; seconds: number; prefix: string; workload?: Workload },
+  h: hdr.Histogram,
+): Promise<{ commits: number; serverCpuSeconds: number; generatorCpuSeconds: number; wallSeconds: number }> {
+  const serverBefore = cpuSeconds(s.pids);
+  const generatorBefore = process.cpuUsage();
+  const start = performance.now();
+  const commits = await closedLoop(s, { ...o, client: s.client }, h);
+  const generator = process.cpuUsage(generatorBefore);
+  return {
+    commits,
+    serverCpuSeconds: cpuSeconds(s.pids) - serverBefore,
+    generatorCpuSeconds: (generator.user + generator.system) / 1e6,
+    // Longer than o.seconds: the connections' handshakes and the answers still in flight at the deadline.
+    wallSeconds: (performance.now() - start) / 1_000,
+  };
 }
 
 /**

@@ -42,7 +42,7 @@ import {
 } from './systems.ts';
 
 const usage = `npm run bench -- [--quick] [--seconds S] [--rounds R] [--rate N] [--timeline-seconds T] [--doc-type T] [--mix simple|workload]
-    [--per-node-cpu Q] [--equal-cpu Q]
+    [--per-node-cpu Q] [--equal-cpu Q] [--warm-seconds W]
 
 Systems: chain k=1..5 with sync writes, chain k=3 without sync, chain k=3 without TLS
 (--transport plain: what TLS costs, side by side), chain k=3 via proxy (the product's client
@@ -59,7 +59,9 @@ per scenario, 1 round, and of the new baselines only mysql-batch flush=1 and pg-
 (under 3 minutes). Needs MySQL at MYSQL_URL (default ${mysqlUrlDefault}); sets
 innodb_flush_log_at_trx_commit itself and restores it. Needs PostgreSQL at PG_URL (default
 ${pgUrl()}; start it with ${pgStartHint}); synchronous_commit is set per session. Writes
-benchmarks/results/bench.json (bench-quick.json with --quick).
+benchmarks/results/bench.json (bench-quick.json with --quick). Every system, freshly started,
+first runs W s (default 3, quick 1) of unrecorded load at 64 clients, so cells compare warm
+processes (a cold node spends its first seconds in V8's compiler).
 
 What the clients send (closed and open loop): --doc-type counter|chat|poll|card-table (default
 counter) and --mix simple (one valid message per type: counter add, chat say, poll vote,
@@ -80,6 +82,7 @@ const a = parseArgs(process.argv.slice(2), usage, {
   rounds: 'number',
   rate: 'number',
   'timeline-seconds': 'number',
+  'warm-seconds': 'number',
   'doc-type': 'string',
   mix: 'string',
   'per-node-cpu': 'number',
@@ -103,6 +106,14 @@ const seconds = (a.seconds as number | undefined) ?? (quick ? 1 : 4);
 const rounds = (a.rounds as number | undefined) ?? (quick ? 1 : 2);
 const rate = (a.rate as number | undefined) ?? 1_000;
 const timelineSeconds = (a['timeline-seconds'] as number | undefined) ?? (quick ? 6 : 12);
+// Issue 16: every system is freshly started, and a cold node process spends its first seconds
+// in V8's compiler (15-18% of a chain node's CPU in its first 6 s under load, 2% after 10 s, by
+// perf). Each system gets the same unrecorded warm-up at 64 clients before its first cell, so
+// the cells compare warm processes (mariadbd itself is always warm).
+const warmSeconds = (a['warm-seconds'] as number | undefined) ?? (quick ? 1 : 3);
+/** The unrecorded warm-up load of a freshly started system. */
+const warmUp = (s: Started, prefix: string): Promise<unknown> =>
+  warmSeconds > 0 ? measuredClosedLoop(s, { clients: 64, docs: 64, seconds: warmSeconds, prefix: `warm-${prefix}`, workload }, histogram()) : Promise.resolve();
 const openLoopShape = { connections: 8, docs: 64 };
 
 // Issue 16: CPU quotas per system process (cgroups), for the whole matrix and for the equal-CPU sweep.
@@ -222,6 +233,7 @@ try {
       current = s;
       const release = perNodeCpu === undefined ? () => {} : confine(s, perNodeCpu);
       try {
+        await warmUp(s, `r${round}`);
         for (const scenario of scenarios) {
           const k = key(system.name, scenario.name);
           if (!histograms.has(k)) histograms.set(k, histogram());
@@ -278,6 +290,7 @@ if (equalCpuSkipped === undefined) {
         const release = confine(s, equalCpuQuota);
         const throttling = (): { periods: number; throttledPeriods: number }[] => s.pids.map((pid) => (cpuGroups as CpuGroups).throttling(pid));
         try {
+          await warmUp(s, `eq-r${round}`);
           for (const scenario of equalCpuScenarios) {
             const cell = equalCells.get(key(`chain k=${k}`, scenario.name)) ?? {
               h: histogram(),
@@ -449,6 +462,7 @@ const file = writeResults(`${quick ? 'bench-quick' : 'bench'}${workloadSuffix}${
     rate,
     workload,
     timelineSeconds,
+    warmSeconds,
     perNodeCpu: perNodeCpu ?? null,
     mysqlFlushRestoredTo: originalFlush,
     elapsedSeconds: Math.round((Date.now() - started) / 1_000),

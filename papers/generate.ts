@@ -44,6 +44,20 @@ const x2 = (x: number): string => `${Number(x.toFixed(2))}`;
 
 // ---------- figures ----------
 const figures: Record<string, string> = {};
+// The figures' systems (a chart holds ten series): the chain's lengths and variants that the
+// text discusses, the seed's MySQL host, the batching hosts with full durability, memory.
+const figureSystems = [
+  'chain k=1',
+  'chain k=3',
+  `chain k=${kMax}`,
+  'chain k=3 no-sync',
+  'chain k=3 via proxy',
+  'mysql flush=1',
+  'mysql flush=2',
+  'mysql-batch flush=1',
+  'pg-batch sync=on',
+  'memory',
+].filter((system) => systems.includes(system));
 const manyScenario = 'c16-many';
 figures['latency-cdf'] = lineChart({
   title: `Commit latency, ${row(systems[0] as string, manyScenario).clients} closed-loop clients, many documents`,
@@ -52,7 +66,7 @@ figures['latency-cdf'] = lineChart({
   xLog: true,
   yMin: 0,
   yMax: 1,
-  series: systems.map((system) => {
+  series: figureSystems.map((system) => {
     const c = bench.cdfs.find((x) => x.system === system && x.scenario === manyScenario);
     if (c === undefined) throw new Error(`no CDF for ${system} ${manyScenario}`);
     return { name: system, points: c.points.filter(([q]) => q > 0).map(([q, v]) => [Math.max(v, 0.01), q / 100] as [number, number]), dashed: !system.startsWith('chain') };
@@ -86,6 +100,21 @@ figures['throughput-vs-chain-length'] = lineChart({
     { name: 'MySQL flush=1, hot', dashed: true, points: chainKs.map((k) => [k, row('mysql flush=1', 'c64-hot').commitsPerSecond] as [number, number]) },
   ],
 });
+// Issue 16: the same chain with each node process held to a CPU quota (one "machine" each), beside the shared-CPU line.
+const equal = bench.equalCpu;
+const equalRows = equal?.rows.filter((x) => x.scenario === 'c64-many') ?? [];
+figures['throughput-vs-k-equal-cpu'] = lineChart({
+  title: `Throughput against chain length: shared CPU, and ${equal?.quotaCpus ?? '–'} CPUs per node process`,
+  xLabel: 'chain length k',
+  yLabel: 'commits per second (64 clients, many documents)',
+  xTicks: chainKs,
+  yMin: 0,
+  series: [
+    kSeries('c64-many', `shared ${bench.machine.cpus} cores`),
+    // Absent from a bench JSON without the sweep (cgroups unavailable, or an older run).
+    ...(equalRows.length === 0 ? [] : [{ name: `${equal?.quotaCpus} CPUs per node`, points: equalRows.map((x) => [x.k, x.commitsPerSecond] as [number, number]) }]),
+  ],
+});
 const clientCounts = [...new Set(bench.rows.filter((r) => r.scenario.endsWith('-many')).map((r) => r.clients))].sort((a, b) => a - b);
 figures['throughput-vs-concurrency'] = lineChart({
   title: 'Throughput against concurrency (many documents)',
@@ -94,7 +123,7 @@ figures['throughput-vs-concurrency'] = lineChart({
   xLog: true,
   xTicks: clientCounts,
   yMin: 0,
-  series: systems.map((system) => ({ name: system, dashed: !system.startsWith('chain'), points: clientCounts.map((c) => [c, row(system, `c${c}-many`).commitsPerSecond] as [number, number]) })),
+  series: figureSystems.map((system) => ({ name: system, dashed: !system.startsWith('chain'), points: clientCounts.map((c) => [c, row(system, `c${c}-many`).commitsPerSecond] as [number, number]) })),
 });
 const t = bench.timeline;
 figures['failover-timeline'] = lineChart({
@@ -162,6 +191,46 @@ tables.openloop = markdownTable(
     'p99.9 ms': o.p999Ms,
   })),
 );
+const isChain = (system: string): boolean => system.startsWith('chain');
+tables.baselines = markdownTable(
+  systems
+    .filter((system) => !isChain(system))
+    .map((system) => ({
+      system,
+      'c16 p50 ms': row(system, 'c16-many').p50Ms,
+      'c64-many commits/s': row(system, 'c64-many').commitsPerSecond,
+      'c64-hot commits/s': row(system, 'c64-hot').commitsPerSecond,
+      'server CPU µs/commit (c64-many)': row(system, 'c64-many').serverCpuUs,
+      best: system === bench.bestBaselineC64Many ? 'best at c64-many' : '',
+    })),
+);
+const viaProxy = 'chain k=3 via proxy';
+tables.proxy = markdownTable(
+  ['chain k=3', viaProxy].map((system) => ({
+    system,
+    'c1 p50 ms': row(system, 'c1-many').p50Ms,
+    'c16 p50 ms': row(system, 'c16-many').p50Ms,
+    'c64-many commits/s': row(system, 'c64-many').commitsPerSecond,
+    'c64-hot commits/s': row(system, 'c64-hot').commitsPerSecond,
+    'server CPU µs/commit (c64-many)': row(system, 'c64-many').serverCpuUs,
+    'generator CPU µs/commit': row(system, 'c64-many').generatorCpuUs,
+    'speculative p50 ms': view(system).speculativeP50Ms,
+  })),
+);
+tables.equalcpu =
+  equal === undefined || equal.rows.length === 0
+    ? `*(not measured: ${equal?.skipped ?? 'this bench JSON has no equal-CPU sweep'})*`
+    : markdownTable(
+        equal.rows.map((x) => ({
+          system: x.system,
+          scenario: x.scenario,
+          'CPUs per node': x.quotaCpus,
+          'commits/s': x.commitsPerSecond,
+          'p50 ms': x.p50Ms,
+          'server CPU µs/commit': x.serverCpuUs,
+          'shared-CPU commits/s': row(x.system, x.scenario).commitsPerSecond,
+        })),
+      );
 const r = bench.ratios;
 // The five goals the issue set: each ratio with its bound, stated once for the table and the count.
 const goals: { ratio: string; measured: number; goal: string; met: boolean }[] = [
@@ -183,6 +252,21 @@ const goals: { ratio: string; measured: number; goal: string; met: boolean }[] =
 ];
 tables.ratios = markdownTable(goals.map((g) => ({ ratio: g.ratio, measured: x2(g.measured), goal: g.goal, met: g.met ? 'yes' : '**no**' })));
 const goalsMet = goals.filter((g) => g.met).length;
+// Issue 16's goals, from the same run (a null ratio: not measured in this run).
+const measuredOr = (x: number | null | undefined): string => (x === null || x === undefined ? 'not measured' : x2(x));
+const goals16: { figure: string; value: number | null | undefined; goal: string; met: (x: number) => boolean }[] = [
+  { figure: 'CPU per commit per replica (µs), k=3, 64 clients, many documents', value: r.cpuUsPerReplicaCommitK3, goal: '≤ 15', met: (x) => x <= 15 },
+  { figure: 'k=3 sync commit p50 ÷ MySQL flush=1 p50, 16 clients', value: r.k3SyncP50OverMysqlFlush1P50, goal: '≤ 1.0', met: (x) => x <= 1 },
+  { figure: 'k=3 throughput ÷ seed MySQL host, 64 clients, many documents', value: r.chainK3ThroughputOverMysqlManyDocs64, goal: '≥ 3', met: (x) => x >= 3 },
+  { figure: 'k=3 throughput ÷ seed MySQL host, 64 clients, one hot document', value: r.chainK3ThroughputOverMysqlHotDoc64, goal: '≥ 10', met: (x) => x >= 10 },
+  { figure: `k=5 ÷ k=1 throughput, ${equal?.quotaCpus ?? '–'} CPUs per node process`, value: r.throughputK5OverK1EqualCpu, goal: '≥ 0.8', met: (x) => x >= 0.8 },
+  { figure: 'k=3 speculative-view p50 ÷ commit p50', value: r.k3SpeculativeP50OverCommitP50, goal: '≤ 0.2', met: (x) => x <= 0.2 },
+  { figure: `k=3 throughput ÷ best baseline (${bench.bestBaselineC64Many ?? '–'}), 64 clients, many documents`, value: r.k3ThroughputOverBestBaseline, goal: 'reported, ≥ 1', met: (x) => x >= 1 },
+];
+tables.goals = markdownTable(
+  goals16.map((g) => ({ figure: g.figure, measured: measuredOr(g.value), goal: g.goal, met: g.value === null || g.value === undefined ? '–' : g.met(g.value) ? 'yes' : '**no**' })),
+);
+const goals16Met = goals16.filter((g) => g.value !== null && g.value !== undefined && g.met(g.value)).length;
 tables.failover = markdownTable([
   ...failover.summary.map((s) => ({ killed: s.role, kills: s.runs, 'median detection ms': s.medianDetectMs, 'median first new commit ms': s.medianFirstCommitMs })),
   { killed: '**all**', kills: failover.summary.reduce((a, s) => a + s.runs, 0), 'median detection ms': failover.all.medianDetectMs, 'median first new commit ms': failover.all.medianFirstCommitMs },
@@ -310,6 +394,18 @@ const values: Record<string, string> = {
   simEventsPerSecond: n0(sims.clean.eventsPerSecond),
   simViolations: String(sims.clean.violations),
   plantedCount: String(sims.planted.length),
+  goals16Met: `${goals16Met} of the seven`,
+  warmSeconds: String((bench.settings as { warmSeconds?: number }).warmSeconds ?? 0),
+  cpuPerReplicaK3Us: measuredOr(r.cpuUsPerReplicaCommitK3),
+  equalQuota: String(equal?.quotaCpus ?? '–'),
+  equalK5OverK1: measuredOr(r.throughputK5OverK1EqualCpu),
+  bestBaseline: bench.bestBaselineC64Many ?? '–',
+  bestBaselineManyTput: bench.bestBaselineC64Many === undefined ? '–' : n0(row(bench.bestBaselineC64Many, 'c64-many').commitsPerSecond),
+  k3OverBest: measuredOr(r.k3ThroughputOverBestBaseline),
+  proxyManyTput: n0(row(viaProxy, 'c64-many').commitsPerSecond),
+  proxyC16P50Ms: x2(row(viaProxy, 'c16-many').p50Ms),
+  proxyCpuUs: String(row(viaProxy, 'c64-many').serverCpuUs),
+  proxySpecP50Ms: x2(view(viaProxy).speculativeP50Ms),
   plantedRunsMax: String(Math.max(...sims.planted.map((p) => p.runsToCatchMax))),
 };
 const claims = proseClaims(bench, benchName);

@@ -47,7 +47,11 @@ export interface Bench {
   rows: Row[];
   views: View[];
   openLoop: Open[];
-  ratios: Record<string, number>;
+  ratios: Record<string, number | null>;
+  /** The strongest durable baseline at 64 clients over many documents (issue 16). */
+  bestBaselineC64Many?: string;
+  /** The chain under a CPU quota per node process (cgroups; issue 16), or why it was skipped. */
+  equalCpu?: { quotaCpus: number; skipped: string | null; rows: (Row & { k: number; quotaCpus: number })[] };
   timeline: {
     nodes: number;
     k: number;
@@ -153,5 +157,22 @@ export function proseClaims(bench: Bench, benchName: string): [string, boolean][
       t.buckets.some((b) => b.tMs >= t.killAtMs && b.tMs + t.bucketMs <= t.killAtMs + t.firstCommitAfterKillMs && b.commitsPerSecond === 0),
     ],
     ['6.3: k = 1 spends less CPU per commit than MySQL flush=1', row('chain k=1', 'c64-many').serverCpuUs < row('mysql flush=1', 'c64-many').serverCpuUs],
+    [
+      '5.7: under equal per-node CPU, the head is the node throttled most (c64-many)',
+      (bench.equalCpu?.rows ?? [])
+        .filter((x) => x.scenario === 'c64-many')
+        .every((x) => {
+          const shares = x as unknown as { headThrottledShare: number; maxThrottledShare: number };
+          return shares.headThrottledShare >= shares.maxThrottledShare;
+        }),
+    ],
+    [
+      '5.7: equal per-node CPU flattens the line (k max / k = 1 above the shared-CPU ratio)',
+      r.throughputK5OverK1EqualCpu === null || r.throughputK5OverK1EqualCpu === undefined || (r.throughputK5OverK1EqualCpu as number) > (r.throughputK5OverK1Clients64 as number),
+    ],
+    [
+      '5.7: through the proxy on shared cores, the k = 3 chain is not faster than direct (c64-many)',
+      row('chain k=3 via proxy', 'c64-many').commitsPerSecond <= row('chain k=3', 'c64-many').commitsPerSecond,
+    ],
   ];
 }

@@ -205,6 +205,10 @@ tables.baselines = markdownTable(
     })),
 );
 const viaProxy = 'chain k=3 via proxy';
+// The strongest baseline whose commit is synced, like the chain's (flush=1, synchronous_commit on).
+const bestSync = bench.rows
+  .filter((x) => x.scenario === 'c64-many' && !isChain(x.system) && x.system !== 'memory' && /flush=1|sync=on/.test(x.system))
+  .sort((a, b) => b.commitsPerSecond - a.commitsPerSecond)[0];
 tables.proxy = markdownTable(
   ['chain k=3', viaProxy].map((system) => ({
     system,
@@ -320,6 +324,7 @@ const values: Record<string, string> = {
   openRate: n0(bench.settings.rate),
   k3P50Ms: x2(row('chain k=3', manyScenario).p50Ms),
   k1P50Ms: x2(row('chain k=1', manyScenario).p50Ms),
+  k2P50Ms: chainKs.includes(2) ? x2(row('chain k=2', manyScenario).p50Ms) : '–',
   k5P50Ms: x2(row(`chain k=${kMax}`, manyScenario).p50Ms),
   mysql1P50Ms: x2(row('mysql flush=1', manyScenario).p50Ms),
   mysql2P50Ms: x2(row('mysql flush=2', manyScenario).p50Ms),
@@ -394,7 +399,16 @@ const values: Record<string, string> = {
   simEventsPerSecond: n0(sims.clean.eventsPerSecond),
   simViolations: String(sims.clean.violations),
   plantedCount: String(sims.planted.length),
-  goals16Met: `${goals16Met} of the seven`,
+  goals16Met: goals16Met === 0 ? 'none of the seven' : `${goals16Met} of the seven`,
+  equalK5OverK2: (() => {
+    const at = (k: number): number | undefined => equalRows.find((x) => x.k === k)?.commitsPerSecond;
+    const k2 = at(2);
+    const k5 = at(kMax);
+    return k2 === undefined || k5 === undefined ? '–' : x2(k5 / k2);
+  })(),
+  bestSyncBaseline: bestSync?.system ?? '–',
+  bestSyncBaselineManyTput: bestSync === undefined ? '–' : n0(bestSync.commitsPerSecond),
+  k3OverBestSync: bestSync === undefined ? '–' : x2(row('chain k=3', 'c64-many').commitsPerSecond / bestSync.commitsPerSecond),
   warmSeconds: String((bench.settings as { warmSeconds?: number }).warmSeconds ?? 0),
   cpuPerReplicaK3Us: measuredOr(r.cpuUsPerReplicaCommitK3),
   equalQuota: String(equal?.quotaCpus ?? '–'),

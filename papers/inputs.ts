@@ -134,8 +134,8 @@ export function proseClaims(bench: Bench, benchName: string): [string, boolean][
   const chainP50 = (k: number, scenario: string): number => row(`chain k=${k}`, scenario).p50Ms;
   return [
     [
-      'abstract, 5.1, 7: with k >= 2 on independent documents (16 clients) the chain p50 exceeds MySQL flush=1',
-      chainKs.filter((k) => k >= 2).every((k) => chainP50(k, manyScenario) > row('mysql flush=1', manyScenario).p50Ms),
+      'abstract, 5.1, 7: with k >= 3 on independent documents (16 clients) the chain p50 exceeds MySQL flush=1',
+      chainKs.filter((k) => k >= 3).every((k) => chainP50(k, manyScenario) > row('mysql flush=1', manyScenario).p50Ms),
     ],
     ['5.1: with k = 1 (16 clients) the chain p50 is below MySQL flush=1', chainP50(1, manyScenario) < row('mysql flush=1', manyScenario).p50Ms],
     ['5.1: on one hot document the k = 3 chain p50 is below MySQL flush=1', chainP50(3, 'c64-hot') < row('mysql flush=1', 'c64-hot').p50Ms],
@@ -167,12 +167,21 @@ export function proseClaims(bench: Bench, benchName: string): [string, boolean][
         }),
     ],
     [
+      '5.7: under equal per-node CPU the line is nearly flat from k = 2 on (k max at least 0.7 of k = 2), and the step from k = 1 to 2 is a head at its quota (throttled in 90% of periods or more at both) doing more per commit',
+      (() => {
+        const at = (k: number) => (bench.equalCpu?.rows ?? []).find((x) => x.k === k && x.scenario === 'c64-many') as unknown as { commitsPerSecond: number; headThrottledShare: number } | undefined;
+        const [k1, k2, km] = [at(1), at(2), at(kMax)];
+        if (k1 === undefined || k2 === undefined || km === undefined) return bench.equalCpu === undefined || bench.equalCpu.rows.length === 0;
+        return km.commitsPerSecond >= 0.7 * k2.commitsPerSecond && k1.headThrottledShare >= 0.9 && k2.headThrottledShare >= 0.9 && k2.commitsPerSecond < k1.commitsPerSecond;
+      })(),
+    ],
+    [
       '5.7: equal per-node CPU flattens the line (k max / k = 1 above the shared-CPU ratio)',
       r.throughputK5OverK1EqualCpu === null || r.throughputK5OverK1EqualCpu === undefined || (r.throughputK5OverK1EqualCpu as number) > (r.throughputK5OverK1Clients64 as number),
     ],
     [
-      '5.7: through the proxy on shared cores, the k = 3 chain is not faster than direct (c64-many)',
-      row('chain k=3 via proxy', 'c64-many').commitsPerSecond <= row('chain k=3', 'c64-many').commitsPerSecond,
+      '5.7: through the proxy on shared cores, the k = 3 chain is within 10% of direct (c64-many)',
+      Math.abs(row('chain k=3 via proxy', 'c64-many').commitsPerSecond / row('chain k=3', 'c64-many').commitsPerSecond - 1) < 0.1,
     ],
   ];
 }

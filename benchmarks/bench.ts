@@ -75,7 +75,10 @@ host, mariadbd) in a cgroup of its own with a quota of Q CPUs while that system 
 generator and the failover timeline stay unconfined. Adds -cpuQ to the file name. Exits with 2
 if cgroups are unavailable. --equal-cpu Q (default 0.3; 0 turns it off): after the matrix, the
 chain over k = 1..5 (quick: 1 and 5) on c64-many (full run: c1-many too) with Q CPUs per node,
-stored under equalCpu; if cgroups are unavailable it is skipped with the reason (CI=true: exit 2).`;
+and the baselines mysql flush=1, mysql-batch flush=1 and flush=2 (quick: the first two) on
+c64-many with Q CPUs for the host and Q for mariadbd (PostgreSQL, one process per connection, is
+not held to one quota; --per-node-cpu gives each of its processes one), stored under
+equalCpu; if cgroups are unavailable it is skipped with the reason (CI=true: exit 2).`;
 const a = parseArgs(process.argv.slice(2), usage, {
   quick: 'flag',
   seconds: 'number',
@@ -223,12 +226,16 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void Promise.allSettled([current?.stop(), db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`)]).then(() => process.exit(130));
   });
 }
+/** Before a system starts: its MySQL durability setting, and an empty table for a baseline host. */
+async function prepare(system: System): Promise<void> {
+  if (system.flush !== undefined) await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${system.flush}`);
+  if (system.mode !== undefined && databaseOf(system.mode) === 'mysql') await db.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
+  if (system.mode !== undefined && databaseOf(system.mode) === 'pg') await pgDb.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
+}
 try {
   for (let round = 1; round <= rounds; round++) {
     for (const system of round % 2 === 1 ? systems : [...systems].reverse()) {
-      if (system.flush !== undefined) await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${system.flush}`);
-      if (system.mode !== undefined && databaseOf(system.mode) === 'mysql') await db.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
-      if (system.mode !== undefined && databaseOf(system.mode) === 'pg') await pgDb.query(`DROP TABLE IF EXISTS ${baselineTable(system.mode)}`);
+      await prepare(system);
       const s = await system.start();
       current = s;
       const release = perNodeCpu === undefined ? () => {} : confine(s, perNodeCpu);
@@ -267,41 +274,51 @@ try {
       console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: ${system.name} done`);
     }
   }
-} finally {
+} catch (error) {
   restoreCgroups();
   await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
-  await db.end();
-  await pgDb.end();
+  throw error;
 }
 
 // Issue 16: the chain's k sweep under equal per-node CPU, each node process in its own cgroup of
 // equalCpuQuota CPUs (the generator outside), for the figure next to the shared-CPU rows.
 const equalCpuKs = quick ? [1, 5] : [1, 2, 3, 4, 5];
 const equalCpuScenarios = scenarios.filter((sc) => sc.name === 'c64-many' || (!quick && sc.name === 'c1-many'));
+// The baselines under the same quotas (their host and database server processes each in a group
+// of their own), at 64 clients over many documents: the chain's ratios under equal per-node CPU.
+// PostgreSQL is not among them: it serves each connection from a process of its own, which
+// confine() would give a quota each (and backends started later none), so it would not be held
+// to one machine's worth of CPU; mariadbd is one process, held to one quota.
+const equalBaselineNames = quick ? ['mysql flush=1', 'mysql-batch flush=1'] : ['mysql flush=1', 'mysql-batch flush=1', 'mysql-batch flush=2'];
+const equalSystems: { name: string; k: number; system?: System; start(): Promise<Started>; scenarios: readonly (typeof scenarios)[number][] }[] = [
+  ...equalCpuKs.map((k) => ({ name: `chain k=${k}`, k, start: () => startChain(k), scenarios: equalCpuScenarios })),
+  ...systems.filter((x) => equalBaselineNames.includes(x.name)).map((x) => ({ name: x.name, k: 0, system: x, start: () => x.start(), scenarios: scenarios.filter((sc) => sc.name === 'c64-many') })),
+];
 const equalCpuSkipped = equalCpuQuota === 0 ? 'turned off (--equal-cpu 0)' : cgroupsCheck.ok ? undefined : cgroupsCheck.reason;
 /** Per cell: CPU seconds of the nodes and the generator, wall seconds measured, and each node's (by index) active and throttled CFS periods. */
 const equalCells = new Map<string, { h: ReturnType<typeof histogram>; commits: number; server: number; generator: number; wall: number; periods: number[]; throttledPeriods: number[] }>();
 if (equalCpuSkipped === undefined) {
   try {
     for (let round = 1; round <= rounds; round++) {
-      for (const k of round % 2 === 1 ? equalCpuKs : [...equalCpuKs].reverse()) {
-        const s = await startChain(k);
+      for (const eq of round % 2 === 1 ? equalSystems : [...equalSystems].reverse()) {
+        if (eq.system !== undefined) await prepare(eq.system);
+        const s = await eq.start();
         current = s;
         const release = confine(s, equalCpuQuota);
         const throttling = (): { periods: number; throttledPeriods: number }[] => s.pids.map((pid) => (cpuGroups as CpuGroups).throttling(pid));
         try {
           await warmUp(s, `eq-r${round}`);
-          for (const scenario of equalCpuScenarios) {
-            const cell = equalCells.get(key(`chain k=${k}`, scenario.name)) ?? {
+          for (const scenario of eq.scenarios) {
+            const cell = equalCells.get(key(eq.name, scenario.name)) ?? {
               h: histogram(),
               commits: 0,
               server: 0,
               generator: 0,
               wall: 0,
-              periods: new Array<number>(k).fill(0),
-              throttledPeriods: new Array<number>(k).fill(0),
+              periods: new Array<number>(s.pids.length).fill(0),
+              throttledPeriods: new Array<number>(s.pids.length).fill(0),
             };
-            equalCells.set(key(`chain k=${k}`, scenario.name), cell);
+            equalCells.set(key(eq.name, scenario.name), cell);
             const before = throttling();
             const m = await measuredClosedLoop(s, { clients: scenario.clients, docs: scenario.docs, seconds, prefix: `eq-${scenario.name}-r${round}`, workload }, cell.h);
             cell.commits += m.commits;
@@ -317,17 +334,23 @@ if (equalCpuSkipped === undefined) {
           current = undefined;
           await s.stop().finally(release);
         }
-        console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: chain k=${k} at ${equalCpuQuota} CPUs per node done`);
+        console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] round ${round}/${rounds}: ${eq.name} at ${equalCpuQuota} CPUs per process done`);
       }
     }
   } finally {
     restoreCgroups();
+    // The baselines of the sweep set it too: restored here, on success or not.
+    await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
   }
 } else console.error(`[bench] equal-CPU sweep skipped: ${equalCpuSkipped}`);
+await db.query(`SET GLOBAL innodb_flush_log_at_trx_commit = ${originalFlush}`);
+await db.end();
+await pgDb.end();
 const equalCpuRows = [...equalCells].map(([cellKey, c]) => {
   const [system, scenarioName] = cellKey.split('|') as [string, string];
   const scenario = scenarios.find((sc) => sc.name === scenarioName) as (typeof scenarios)[number];
-  const k = Number(system.replace('chain k=', ''));
+  /** The chain's length; 0 for a baseline. */
+  const k = (equalSystems.find((x) => x.name === system) as (typeof equalSystems)[number]).k;
   const us = (x: number): number => (c.commits > 0 ? Math.round((x * 1e6) / c.commits) : -1);
   const shares = c.periods.map((p, i) => (p > 0 ? (c.throttledPeriods[i] as number) / p : 0));
   const share = (x: number): number => Number(x.toFixed(2));
@@ -443,6 +466,15 @@ const ratios = {
   k3ThroughputOverBestBaseline: ratio(row('chain k=3', 'c64-many').commitsPerSecond, bestC64Many.commitsPerSecond),
   // Issue 16: the chain's CPU per commit per replica (k=3, 64 clients, many documents: the server CPU of the three nodes, divided by 3).
   cpuUsPerReplicaCommitK3: Math.round(row('chain k=3', 'c64-many').serverCpuUs / 3),
+  // Issue 16, under equal per-node CPU (the sweep's c64-many cells): against the seed's host and the strongest batching baseline.
+  k3ThroughputOverMysqlEqualCpu: ((k3, m) => (k3 === undefined || m === undefined ? null : ratio(k3.commitsPerSecond, m.commitsPerSecond)))(
+    equalCpuRows.find((r) => r.system === 'chain k=3' && r.scenario === 'c64-many'),
+    equalCpuRows.find((r) => r.system === 'mysql flush=1' && r.scenario === 'c64-many'),
+  ),
+  k3ThroughputOverBestBaselineEqualCpu: ((k3, best) => (k3 === undefined || best === undefined ? null : ratio(k3.commitsPerSecond, best.commitsPerSecond)))(
+    equalCpuRows.find((r) => r.system === 'chain k=3' && r.scenario === 'c64-many'),
+    bestBaseline(equalCpuRows, 'c64-many'),
+  ),
   throughputK5OverK1EqualCpu: ((k1, k5) => (k1 === undefined || k5 === undefined ? null : ratio(k5.commitsPerSecond, k1.commitsPerSecond)))(
     equalCpuRows.find((r) => r.k === 1 && r.scenario === 'c64-many'),
     equalCpuRows.find((r) => r.k === 5 && r.scenario === 'c64-many'),

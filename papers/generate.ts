@@ -102,7 +102,7 @@ figures['throughput-vs-chain-length'] = lineChart({
 });
 // Issue 16: the same chain with each node process held to a CPU quota (one "machine" each), beside the shared-CPU line.
 const equal = bench.equalCpu;
-const equalRows = equal?.rows.filter((x) => x.scenario === 'c64-many') ?? [];
+const equalRows = equal?.rows.filter((x) => x.scenario === 'c64-many' && x.k > 0) ?? [];
 figures['throughput-vs-k-equal-cpu'] = lineChart({
   title: `Throughput against chain length: shared CPU, and ${equal?.quotaCpus ?? '–'} CPUs per node process`,
   xLabel: 'chain length k',
@@ -267,9 +267,15 @@ const goals16: { figure: string; value: number | null | undefined; goal: string;
   { figure: 'k=3 speculative-view p50 ÷ commit p50', value: r.k3SpeculativeP50OverCommitP50, goal: '≤ 0.2', met: (x) => x <= 0.2 },
   { figure: `k=3 throughput ÷ best baseline (${bench.bestBaselineC64Many ?? '–'}), 64 clients, many documents`, value: r.k3ThroughputOverBestBaseline, goal: 'reported, ≥ 1', met: (x) => x >= 1 },
 ];
+// The same comparisons under equal per-node CPU (reported, no goal of their own).
+const equalRatios = markdownTable([
+  { figure: `k=3 throughput ÷ seed MySQL host, ${equal?.quotaCpus ?? '–'} CPUs per process, 64 clients, many documents`, measured: measuredOr(r.k3ThroughputOverMysqlEqualCpu) },
+  { figure: `k=3 throughput ÷ best MySQL baseline, ${equal?.quotaCpus ?? '–'} CPUs per process, 64 clients, many documents`, measured: measuredOr(r.k3ThroughputOverBestBaselineEqualCpu) },
+]);
 tables.goals = markdownTable(
   goals16.map((g) => ({ figure: g.figure, measured: measuredOr(g.value), goal: g.goal, met: g.value === null || g.value === undefined ? '–' : g.met(g.value) ? 'yes' : '**no**' })),
 );
+tables.equalratios = equalRatios;
 const goals16Met = goals16.filter((g) => g.value !== null && g.value !== undefined && g.met(g.value)).length;
 tables.failover = markdownTable([
   ...failover.summary.map((s) => ({ killed: s.role, kills: s.runs, 'median detection ms': s.medianDetectMs, 'median first new commit ms': s.medianFirstCommitMs })),
@@ -406,6 +412,9 @@ const values: Record<string, string> = {
     const k5 = at(kMax);
     return k2 === undefined || k5 === undefined ? '–' : x2(k5 / k2);
   })(),
+  k3OverMysqlEqual: measuredOr(r.k3ThroughputOverMysqlEqualCpu),
+  k3OverBestEqual: measuredOr(r.k3ThroughputOverBestBaselineEqualCpu),
+  bestEqualBaseline: equal?.rows.filter((x) => x.k === 0 && x.scenario === 'c64-many').sort((a, b) => b.commitsPerSecond - a.commitsPerSecond)[0]?.system ?? '–',
   bestSyncBaseline: bestSync?.system ?? '–',
   bestSyncBaselineManyTput: bestSync === undefined ? '–' : n0(bestSync.commitsPerSecond),
   k3OverBestSync: bestSync === undefined ? '–' : x2(row('chain k=3', 'c64-many').commitsPerSecond / bestSync.commitsPerSecond),

@@ -818,4 +818,9 @@ for (const [name, windowMax, clientsMax] of [
       'a snapshot at appliedSeq',
     );
     t.true(conversion.some((o) => o.type === 'put' && o.key === keys.meta('c1', 'doc-a') && JSON.parse(o.value).layout === 2));
+    // A store of a newer layout is refused, not taken for an older one.
+    const newer = new Map(store).set(keys.meta('c1', 'doc-a'), JSON.stringify({ ...meta, layout: 3 }));
+    const r3 = new Recovery();
+    for (const key of [...newer.keys()].sort()) r3.add(key, newer.get(key) as string);
+    t.throws(() => r3.finish(), { instanceOf: CorruptStore, message: /newer version/ });
   });

@@ -25,8 +25,12 @@
 //   c!{chain}!d!{doc}!k!{clientId}!{clientSeq}   dedupe entry [seq, outcomeJson, timestamp]: the
 //                                     table at logFrom - 1 (written when compaction moves logFrom;
 //                                     the replica rebuilds the table at appliedSeq by remembering
-//                                     the log's deltas in order); in stores without meta.layout
-//                                     (before issue 16), the table at appliedSeq
+//                                     the log's deltas in order, with its own dedupe limits:
+//                                     they must not change across restarts, as they must be the
+//                                     same on every replica); in stores without meta.layout
+//                                     (before issue 16), the table at appliedSeq (converted at
+//                                     startup in the first batch: a snapshot and an empty log
+//                                     per document, one large batch for a large store)
 //
 // Invariants (checked by `Recovery`, the disk-side half of the replica's paired checks):
 // - the state at appliedSeq is the snapshot (or the type's initial state when snapshotSeq is 0)
@@ -243,7 +247,12 @@ function recoverDoc(chain: string, doc: string, entry: Raw): RecoveredDoc {
   const where = `chain ${chain} doc ${doc}`;
   const stored = entry.meta;
   if (stored === undefined) throw new CorruptStore(`${where}: entries without meta`);
-  // Meta's appliedSeq is from its last write; every delta logged since is applied too.
+  if (typeof stored.layout === 'number' && stored.layout > storeLayout) {
+    throw new CorruptStore(`${where}: written by a newer version of adama-chain (store layout ${stored.layout}; this version reads up to ${storeLayout}); run that version`);
+  }
+  // Meta's appliedSeq is from its last write; every delta logged since is applied too. (So a
+  // lost tail of the log, damage a crash cannot cause since batches are atomic, reads as an
+  // earlier appliedSeq rather than as corruption.)
   const lastDelta = entry.log[entry.log.length - 1];
   const meta: DocMeta = { ...stored, appliedSeq: lastDelta === undefined ? stored.appliedSeq : Math.max(stored.appliedSeq, lastDelta.seq) };
   const type = findDocumentType(meta.docType);

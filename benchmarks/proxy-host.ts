@@ -9,10 +9,10 @@
 // and ADAMA_VIEWER_SECRET ("secret" or "kid:secret,..."). The first stdout line is JSON:
 // {"event":"listening","address":"ws://127.0.0.1:PORT/ws","pid":PID}. SIGTERM stops it.
 
-import { parseArgs } from 'node:util';
 import { keysFromEnv } from '../chain/runtime/credentials.ts';
 import { ProxyServer, type ProxyLimits } from '../proxy/server.ts';
 import { parseViewerSecrets } from '../proxy/tokens.ts';
+import { parseArgs } from './report.ts';
 
 /**
  * The benchmark's limits, raised through the proxy's own options and for this process only:
@@ -42,26 +42,9 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-let values: Record<string, string | boolean | undefined>;
-try {
-  values = parseArgs({
-    options: {
-      nodes: { type: 'string' },
-      chains: { type: 'string', default: '1' },
-      cluster: { type: 'string', default: 'bench' },
-      port: { type: 'string', default: '0' },
-      transport: { type: 'string', default: 'tls' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
-  }).values;
-} catch (error) {
-  fail((error as Error).message);
-}
-if (values.help === true) {
-  console.log(help);
-  process.exit(0);
-}
+// The benchmarks' own argument parser (report.ts): --help, unknown arguments and missing values.
+const given = parseArgs(process.argv.slice(2), help, { nodes: 'string', chains: 'string', cluster: 'string', port: 'string', transport: 'string' });
+const values: Record<string, string | number | boolean | undefined> = { chains: '1', cluster: 'bench', port: '0', transport: 'tls', ...given };
 const nodes = String(values.nodes ?? '')
   .split(',')
   .filter((a) => a !== '');
